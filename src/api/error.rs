@@ -1,0 +1,124 @@
+//! The one error type of the client APIs and its two renderings: RFC 9457
+//! `application/problem+json` for REST and `tonic::Status` for gRPC.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::model::ValidationError;
+use crate::node::NodeError;
+
+/// Why a client request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field failed validation.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// The request could not be parsed (bad JSON, unknown field, bad parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// No such record or member.
+    #[error("{0}")]
+    NotFound(String),
+    /// The record exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The cluster could not serve the request.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// An RFC 9457 problem details object.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// A URI reference naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the problem type.
+    pub title: &'static str,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What happened in this occurrence, for a person to act on.
+    pub detail: String,
+    /// Whether retrying the same request later may succeed.
+    pub retryable: bool,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str, bool) {
+        use NodeError as N;
+        match self {
+            ApiError::Validation(_) => (StatusCode::BAD_REQUEST, "invalid-field", "Invalid field", false),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request", false),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", false),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                false,
+            ),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found", false),
+            ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already-exists", "Already exists", false),
+            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "no-leader", "No leader available", true)
+            }
+            ApiError::Node(N::Timeout(_)) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not committed in time", true),
+            ApiError::Node(N::Membership(_)) => (StatusCode::CONFLICT, "membership-change", "Membership change refused", true),
+            ApiError::Node(N::UnknownMember(_)) => (StatusCode::NOT_FOUND, "not-found", "Not found", false),
+            ApiError::Node(N::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", true),
+        }
+    }
+
+    /// The problem details object for this error.
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title, retryable) = self.parts();
+        Problem {
+            kind: format!("https://openraft-memory.dev/problems/{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            retryable,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        if problem.status >= 500 {
+            tracing::warn!(status = problem.status, detail = %problem.detail, "request failed");
+        }
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(problem)).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        use NodeError as N;
+        use tonic::Code;
+        let code = match &e {
+            ApiError::Validation(_) | ApiError::BadRequest(_) => Code::InvalidArgument,
+            ApiError::PayloadTooLarge(_) => Code::ResourceExhausted,
+            ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
+            ApiError::NotFound(_) | ApiError::Node(N::UnknownMember(_)) => Code::NotFound,
+            ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown | N::Timeout(_)) => Code::Unavailable,
+            ApiError::Node(N::Membership(_)) => Code::FailedPrecondition,
+            ApiError::Node(N::Internal(_)) => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
+    }
+}

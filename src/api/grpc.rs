@@ -1,0 +1,209 @@
+//! The client gRPC API: `openraft_memory.v1.StudentService`. Health (`grpc.health.v1`) and
+//! reflection are served beside it by [`crate::server`].
+
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::model::{Command, CommandResult, Student, validate_id};
+use crate::node::{Consistency, RaftNode};
+use crate::pb::client;
+use crate::pb::client::student_service_server::StudentService;
+
+/// The `StudentService` implementation for one node.
+#[derive(Clone)]
+pub struct StudentGrpc {
+    node: RaftNode,
+}
+
+impl StudentGrpc {
+    /// A service answering for `node`.
+    pub fn new(node: RaftNode) -> Self {
+        StudentGrpc { node }
+    }
+
+    fn observe<T>(&self, method: &str, started: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        let m = self.node.metrics();
+        m.grpc_requests_total
+            .with_label_values(&[method, code_name(code)])
+            .inc();
+        m.grpc_request_duration
+            .with_label_values(&[method])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn write(&self, cmd: Command) -> Result<Option<Student>, ApiError> {
+        match self.node.write(cmd).await? {
+            CommandResult::Created(s) | CommandResult::Updated(s) => Ok(Some(s)),
+            CommandResult::Deleted(_) => Ok(None),
+            CommandResult::NotFound(id) => Err(ApiError::NotFound(format!("no student with id {id}"))),
+            CommandResult::AlreadyExists(id) => {
+                Err(ApiError::AlreadyExists(format!("a student with id {id} exists already")))
+            }
+        }
+    }
+}
+
+/// The canonical upper-snake name of a gRPC code: a bounded metric label.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn consistency(raw: i32) -> Result<Consistency, ApiError> {
+    match client::Consistency::try_from(raw) {
+        Ok(client::Consistency::Unspecified | client::Consistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(client::Consistency::Local) => Ok(Consistency::Local),
+        Err(_) => Err(ApiError::BadRequest(format!("unknown consistency value {raw}"))),
+    }
+}
+
+fn required(student: Option<client::Student>) -> Result<client::Student, ApiError> {
+    student.ok_or_else(|| ApiError::BadRequest("`student` is required".into()))
+}
+
+fn internal(what: &str) -> ApiError {
+    ApiError::Node(crate::node::NodeError::Internal(format!("{what} returned no record")))
+}
+
+#[tonic::async_trait]
+impl StudentService for StudentGrpc {
+    #[tracing::instrument(skip_all)]
+    async fn create_student(
+        &self,
+        request: Request<client::CreateStudentRequest>,
+    ) -> Result<Response<client::Student>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let s = required(request.into_inner().student)?;
+            let student = Student::validated(s.id, &s.name, s.score)?;
+            let created = self.write(Command::Create(student)).await?.ok_or_else(|| internal("create"))?;
+            Ok::<_, ApiError>(Response::new(created.into()))
+        }
+        .await
+        .map_err(Status::from);
+        self.observe("CreateStudent", started, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_student(
+        &self,
+        request: Request<client::GetStudentRequest>,
+    ) -> Result<Response<client::Student>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let req = request.into_inner();
+            let id = validate_id(req.id)?;
+            let student = self
+                .node
+                .get(id, consistency(req.consistency)?)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("no student with id {id}")))?;
+            Ok::<_, ApiError>(Response::new(student.into()))
+        }
+        .await
+        .map_err(Status::from);
+        self.observe("GetStudent", started, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_student(
+        &self,
+        request: Request<client::UpdateStudentRequest>,
+    ) -> Result<Response<client::Student>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let s = required(request.into_inner().student)?;
+            let student = Student::validated(s.id, &s.name, s.score)?;
+            let updated = self.write(Command::Update(student)).await?.ok_or_else(|| internal("update"))?;
+            Ok::<_, ApiError>(Response::new(updated.into()))
+        }
+        .await
+        .map_err(Status::from);
+        self.observe("UpdateStudent", started, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn delete_student(
+        &self,
+        request: Request<client::DeleteStudentRequest>,
+    ) -> Result<Response<client::DeleteStudentResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let id = validate_id(request.into_inner().id)?;
+            self.write(Command::Delete(id)).await?;
+            Ok::<_, ApiError>(Response::new(client::DeleteStudentResponse {}))
+        }
+        .await
+        .map_err(Status::from);
+        self.observe("DeleteStudent", started, &result);
+        result
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_students(
+        &self,
+        request: Request<client::ListStudentsRequest>,
+    ) -> Result<Response<client::ListStudentsResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let req = request.into_inner();
+            let limit = match req.page_size {
+                0 => DEFAULT_PAGE_SIZE,
+                n if n < 0 || n as usize > MAX_PAGE_SIZE => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`page_size` must be between 0 and {MAX_PAGE_SIZE}, got {n}"
+                    )));
+                }
+                n => n as usize,
+            };
+            let after = if req.page_token.is_empty() {
+                None
+            } else {
+                Some(req.page_token.parse::<i64>().map_err(|_| {
+                    ApiError::BadRequest(format!("`page_token` `{}` is not a token this API issued", req.page_token))
+                })?)
+            };
+            let (students, more) = self.node.list(after, limit, consistency(req.consistency)?).await?;
+            let next_page_token = match (more, students.last()) {
+                (true, Some(last)) => last.id.to_string(),
+                _ => String::new(),
+            };
+            Ok(Response::new(client::ListStudentsResponse {
+                students: students.into_iter().map(Into::into).collect(),
+                next_page_token,
+            }))
+        }
+        .await
+        .map_err(Status::from);
+        self.observe("ListStudents", started, &result);
+        result
+    }
+}

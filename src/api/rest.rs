@@ -1,0 +1,313 @@
+//! The REST API (axum): student CRUD and list, cluster status and membership, health and
+//! metrics. Bodies are JSON with unknown fields rejected; errors are problem+json.
+
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::model::{Command, CommandResult, Member, Student, validate_id};
+use crate::node::{Consistency, RaftNode};
+
+/// Builds the REST router for `node`.
+pub fn router(node: RaftNode) -> Router {
+    let max_body = node.settings().http.max_body_bytes;
+    Router::new()
+        .route("/students", get(list_students).post(create_student))
+        .route(
+            "/students/{id}",
+            get(get_student).put(update_student).delete(delete_student),
+        )
+        .route("/cluster", get(cluster))
+        .route("/cluster/members", axum::routing::post(add_member))
+        .route("/cluster/members/{id}", delete(remove_member))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .with_state(node)
+}
+
+/// Records request metrics by route template and bounds the handling time.
+async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let timeout = node.settings().http.request_timeout;
+    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Node(crate::node::NodeError::Timeout(format!(
+            "request not handled within {timeout:?}"
+        )))
+        .into_response(),
+    };
+    let m = node.metrics();
+    m.http_requests_total
+        .with_label_values(&[method.as_str(), route.as_str(), resp.status().as_str()])
+        .inc();
+    m.http_request_duration
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A JSON body whose rejections become problem+json.
+struct Body<T>(T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!("request body too large: {}", r.body_text())),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("expected a body with `Content-Type: application/json`".into())
+        }
+        _ => ApiError::BadRequest(r.body_text()),
+    }
+}
+
+fn path_id(p: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    let Path(id) = p.map_err(|r| ApiError::BadRequest(format!("the id in the path must be an integer: {}", r.body_text())))?;
+    Ok(validate_id(id)?)
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(v)| v).map_err(|r| ApiError::BadRequest(r.body_text()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    id: i64,
+    name: String,
+    score: f32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    name: String,
+    score: f32,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum ConsistencyParam {
+    #[default]
+    Linearizable,
+    Local,
+}
+
+impl From<ConsistencyParam> for Consistency {
+    fn from(c: ConsistencyParam) -> Self {
+        match c {
+            ConsistencyParam::Linearizable => Consistency::Linearizable,
+            ConsistencyParam::Local => Consistency::Local,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    #[serde(default)]
+    consistency: ConsistencyParam,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    limit: Option<usize>,
+    after: Option<i64>,
+    #[serde(default)]
+    consistency: ConsistencyParam,
+}
+
+#[derive(Debug, Serialize)]
+struct ListBody {
+    students: Vec<Student>,
+    next_after: Option<i64>,
+}
+
+/// Converts a write outcome to the record it produced, or the matching client error.
+fn outcome(r: CommandResult) -> Result<Option<Student>, ApiError> {
+    match r {
+        CommandResult::Created(s) | CommandResult::Updated(s) => Ok(Some(s)),
+        CommandResult::Deleted(_) => Ok(None),
+        CommandResult::NotFound(id) => Err(ApiError::NotFound(format!("no student with id {id}"))),
+        CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!("a student with id {id} exists already"))),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(id = body.id))]
+async fn create_student(State(node): State<RaftNode>, Body(body): Body<CreateBody>) -> Result<Response, ApiError> {
+    let student = Student::validated(body.id, &body.name, body.score)?;
+    let created = outcome(node.write(Command::Create(student)).await?)?;
+    let student = created.ok_or_else(|| ApiError::Node(crate::node::NodeError::Internal("create returned no record".into())))?;
+    let location = format!("/students/{}", student.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(student)).into_response())
+}
+
+#[tracing::instrument(skip_all)]
+async fn get_student(
+    State(node): State<RaftNode>,
+    id: Result<Path<i64>, PathRejection>,
+    params: Result<Query<ReadParams>, QueryRejection>,
+) -> Result<Json<Student>, ApiError> {
+    let id = path_id(id)?;
+    let params = query(params)?;
+    node.get(id, params.consistency.into())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no student with id {id}")))
+}
+
+#[tracing::instrument(skip_all)]
+async fn update_student(
+    State(node): State<RaftNode>,
+    id: Result<Path<i64>, PathRejection>,
+    Body(body): Body<UpdateBody>,
+) -> Result<Json<Student>, ApiError> {
+    let id = path_id(id)?;
+    let student = Student::validated(id, &body.name, body.score)?;
+    let updated = outcome(node.write(Command::Update(student)).await?)?;
+    updated
+        .map(Json)
+        .ok_or_else(|| ApiError::Node(crate::node::NodeError::Internal("update returned no record".into())))
+}
+
+#[tracing::instrument(skip_all)]
+async fn delete_student(
+    State(node): State<RaftNode>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = path_id(id)?;
+    outcome(node.write(Command::Delete(id)).await?)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[tracing::instrument(skip_all)]
+async fn list_students(
+    State(node): State<RaftNode>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ListBody>, ApiError> {
+    let params = query(params)?;
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE_SIZE}, got {limit}")));
+    }
+    let (students, more) = node.list(params.after, limit, params.consistency.into()).await?;
+    let next_after = if more { students.last().map(|s| s.id) } else { None };
+    Ok(Json(ListBody { students, next_after }))
+}
+
+async fn cluster(State(node): State<RaftNode>) -> Json<crate::node::ClusterInfo> {
+    Json(node.cluster_info())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMemberBody {
+    id: u64,
+    name: String,
+    addr: String,
+}
+
+async fn add_member(State(node): State<RaftNode>, Body(body): Body<AddMemberBody>) -> Result<Response, ApiError> {
+    if body.name.trim().is_empty() || body.addr.trim().is_empty() {
+        return Err(ApiError::BadRequest("`name` and `addr` must not be empty".into()));
+    }
+    node.join(
+        body.id,
+        Member {
+            name: body.name,
+            addr: body.addr,
+        },
+    )
+    .await?;
+    Ok((StatusCode::OK, Json(node.cluster_info())).into_response())
+}
+
+async fn remove_member(
+    State(node): State<RaftNode>,
+    id: Result<Path<u64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) = id.map_err(|r| ApiError::BadRequest(format!("the member id must be an integer: {}", r.body_text())))?;
+    node.remove_member(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+async fn livez(State(node): State<RaftNode>) -> Response {
+    let running = node.raft().metrics().borrow().running_state.clone();
+    match running {
+        Ok(()) => Json(Health { status: "ok", reason: None }).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "failed",
+                reason: Some(format!("raft core stopped: {e}")),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz(State(node): State<RaftNode>) -> Response {
+    match node.readiness().await {
+        Ok(()) => Json(Health { status: "ready", reason: None }).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "not ready",
+                reason: Some(reason),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(node): State<RaftNode>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        node.metrics().render(),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
+}

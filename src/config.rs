@@ -1,0 +1,412 @@
+//! Settings: one typed struct, layered with the `config` crate as built-in defaults → TOML
+//! file (`--config`) → environment (`OPENRAFT_MEMORY__SECTION__KEY`) → command-line flags,
+//! then validated. A bad setting stops start-up with a message naming the key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::model::ordinal_of;
+
+/// The built-in defaults, as TOML: the README's config table is generated from the same keys.
+pub const DEFAULTS: &str = r#"
+[node]
+# Node name; its trailing "-N" is the ordinal. Default: $POD_NAME, then $HOSTNAME, then "node-0".
+name = ""
+
+[http]
+addr = "127.0.0.1:8080"
+max_body_bytes = 65536
+request_timeout = "10s"
+
+[grpc]
+addr = "127.0.0.1:50051"
+
+[raft]
+addr = "127.0.0.1:50052"
+# Host peers use to reach this node; default: the host of raft.addr.
+advertise_host = ""
+heartbeat_interval = "100ms"
+election_timeout_min = "800ms"
+election_timeout_max = "1600ms"
+# Build a snapshot (and compact the log) after this many applied entries.
+snapshot_after_logs = 10000
+# Entries kept in the log behind a snapshot, so a briefly lagging follower needs no snapshot.
+logs_to_keep = 1000
+# How long a write may wait for commit before the client is told 503 (outcome unknown).
+write_timeout = "5s"
+# How long a peer RPC may take before it counts as a timeout.
+rpc_timeout = "2s"
+
+[cluster]
+# Peer-port addresses of the other members (host:port). Empty: a single-node cluster.
+peers = []
+# How long ordinal 0 probes its peers for an existing cluster before initialising one.
+bootstrap_probe = "3s"
+# Longest wait between join attempts.
+join_backoff_max = "5s"
+
+[log]
+# "text" or "json".
+format = "text"
+# An EnvFilter directive; RUST_LOG overrides it.
+level = "info"
+
+[shutdown]
+# The whole graceful shutdown (leadership transfer and drain) must fit in this.
+deadline = "20s"
+"#;
+
+/// All settings of a node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Identity.
+    pub node: NodeSettings,
+    /// REST listener.
+    pub http: HttpSettings,
+    /// Client gRPC listener.
+    pub grpc: GrpcSettings,
+    /// Raft and the peer listener.
+    pub raft: RaftSettings,
+    /// Cluster formation.
+    pub cluster: ClusterSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownSettings,
+}
+
+/// Identity of this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// The node name (resolved from the environment when empty).
+    pub name: String,
+}
+
+/// REST listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Upper bound on one request's handling time.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// Client gRPC listener settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Listen address.
+    pub addr: SocketAddr,
+}
+
+/// Raft timing, log compaction and the peer listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSettings {
+    /// Peer gRPC listen address.
+    pub addr: SocketAddr,
+    /// Host advertised to peers (empty: the host of `addr`).
+    pub advertise_host: String,
+    /// Leader heartbeat interval.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomised election timeout.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomised election timeout.
+    #[serde(with = "humantime_serde")]
+    pub election_timeout_max: Duration,
+    /// Snapshot policy: entries applied since the last snapshot.
+    pub snapshot_after_logs: u64,
+    /// Entries kept behind a snapshot.
+    pub logs_to_keep: u64,
+    /// Deadline for a client write to commit.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Deadline for one peer RPC.
+    #[serde(with = "humantime_serde")]
+    pub rpc_timeout: Duration,
+}
+
+/// Cluster formation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Static peer list (peer-port addresses).
+    pub peers: Vec<String>,
+    /// Probe window before ordinal 0 initialises.
+    #[serde(with = "humantime_serde")]
+    pub bootstrap_probe: Duration,
+    /// Cap of the join retry backoff.
+    #[serde(with = "humantime_serde")]
+    pub join_backoff_max: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// Default filter directive.
+    pub level: String,
+}
+
+/// Graceful shutdown settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Deadline for the whole shutdown sequence.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+}
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Reading or parsing a layer failed (the message names the key or file).
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but makes no sense.
+    #[error("invalid configuration: `{key}`: {problem}")]
+    Invalid {
+        /// The offending key, dotted.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Overrides from the command line, applied last. Keys are dotted config keys.
+pub type Overrides = Vec<(&'static str, config::Value)>;
+
+/// Where the settings come from; the environment is passed in so tests need not touch the
+/// process environment.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// Optional TOML file.
+    pub file: Option<PathBuf>,
+    /// Environment variables (normally `std::env::vars()`).
+    pub env: HashMap<String, String>,
+    /// Command-line overrides.
+    pub overrides: Overrides,
+}
+
+impl Settings {
+    /// Loads, layers and validates the settings.
+    pub fn load(sources: Sources) -> Result<Settings, ConfigError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = &sources.file {
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml).required(true));
+        }
+        let env: HashMap<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("OPENRAFT_MEMORY__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("OPENRAFT_MEMORY")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("cluster.peers")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        for (key, value) in sources.overrides {
+            builder = builder.set_override(key, value)?;
+        }
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if settings.node.name.is_empty() {
+            settings.node.name = default_node_name(&sources.env);
+        }
+        settings.cluster.peers.retain(|p| !p.trim().is_empty());
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let r = &self.raft;
+        if r.heartbeat_interval.is_zero() {
+            return invalid("raft.heartbeat_interval", "must be greater than zero");
+        }
+        if r.election_timeout_min <= r.heartbeat_interval {
+            return invalid("raft.election_timeout_min", "must be greater than raft.heartbeat_interval");
+        }
+        if r.election_timeout_max <= r.election_timeout_min {
+            return invalid("raft.election_timeout_max", "must be greater than raft.election_timeout_min");
+        }
+        if r.snapshot_after_logs == 0 {
+            return invalid("raft.snapshot_after_logs", "must be at least 1");
+        }
+        if r.write_timeout.is_zero() {
+            return invalid("raft.write_timeout", "must be greater than zero");
+        }
+        if self.http.max_body_bytes < 64 {
+            return invalid("http.max_body_bytes", "must be at least 64 bytes");
+        }
+        if !self.cluster.peers.is_empty() && ordinal_of(&self.node.name).is_none() {
+            return invalid(
+                "node.name",
+                &format!(
+                    "`{}` has no ordinal; with peers configured the name must end in -N (e.g. db-0) so that only ordinal 0 bootstraps",
+                    self.node.name
+                ),
+            );
+        }
+        for p in &self.cluster.peers {
+            if p.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+                return invalid("cluster.peers", &format!("`{p}` is not host:port"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host:port peers use to reach this node.
+    pub fn advertise_addr(&self) -> String {
+        let port = self.raft.addr.port();
+        if self.raft.advertise_host.is_empty() {
+            let ip = self.raft.addr.ip();
+            if ip.is_unspecified() {
+                // Binding all interfaces says nothing about which one peers can reach.
+                format!("{}:{port}", self.node.name)
+            } else {
+                SocketAddr::new(ip, port).to_string()
+            }
+        } else {
+            format!("{}:{port}", self.raft.advertise_host)
+        }
+    }
+
+    /// The OpenRaft configuration these settings describe.
+    pub fn openraft_config(&self) -> Result<openraft::Config, ConfigError> {
+        let r = &self.raft;
+        let config = openraft::Config {
+            cluster_name: "openraft-memory".into(),
+            heartbeat_interval: r.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: r.election_timeout_min.as_millis() as u64,
+            election_timeout_max: r.election_timeout_max.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: r.logs_to_keep,
+            install_snapshot_timeout: (r.rpc_timeout.as_millis() as u64).max(1000) * 5,
+            ..Default::default()
+        };
+        config.validate().map_err(|e| ConfigError::Invalid {
+            key: "raft",
+            problem: e.to_string(),
+        })
+    }
+}
+
+fn default_node_name(env: &HashMap<String, String>) -> String {
+    ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .filter_map(|k| env.get(*k))
+        .find(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "node-0".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_a_single_local_node() {
+        let s = Settings::load(Sources::default()).expect("defaults load");
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.grpc.addr.to_string(), "127.0.0.1:50051");
+        assert!(s.cluster.peers.is_empty());
+        assert_eq!(s.node.name, "node-0");
+        assert_eq!(s.advertise_addr(), "127.0.0.1:50052");
+        s.openraft_config().expect("valid raft config");
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[http]\naddr = \"127.0.0.1:9000\"\n[grpc]\naddr = \"127.0.0.1:9001\"\n")
+            .expect("write");
+        let s = Settings::load(Sources {
+            file: Some(file),
+            env: env(&[
+                ("OPENRAFT_MEMORY__GRPC__ADDR", "127.0.0.1:9101"),
+                ("OPENRAFT_MEMORY__CLUSTER__PEERS", "a-1:1,b-2:2"),
+                ("OPENRAFT_MEMORY__RAFT__HEARTBEAT_INTERVAL", "50ms"),
+                ("POD_NAME", "db-2"),
+            ]),
+            overrides: vec![("grpc.addr", "127.0.0.1:9201".into())],
+        })
+        .expect("loads");
+        assert_eq!(s.http.addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.grpc.addr.to_string(), "127.0.0.1:9201");
+        assert_eq!(s.cluster.peers, vec!["a-1:1", "b-2:2"]);
+        assert_eq!(s.raft.heartbeat_interval, Duration::from_millis(50));
+        assert_eq!(s.node.name, "db-2");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = Settings::load(Sources {
+            env: env(&[("OPENRAFT_MEMORY__HTTP__ADDR", "not-an-address")]),
+            ..Default::default()
+        })
+        .expect_err("must fail");
+        assert!(err.to_string().contains("http.addr"), "{err}");
+
+        let err = Settings::load(Sources {
+            env: env(&[("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX", "10ms")]),
+            ..Default::default()
+        })
+        .expect_err("must fail");
+        assert!(err.to_string().contains("raft.election_timeout_max"), "{err}");
+
+        let err = Settings::load(Sources {
+            overrides: vec![("cluster.peers", vec!["127.0.0.1:1".to_string()].into())],
+            env: env(&[("POD_NAME", "nameless")]),
+            ..Default::default()
+        })
+        .expect_err("must fail");
+        assert!(err.to_string().contains("node.name"), "{err}");
+
+        let err = Settings::load(Sources {
+            env: env(&[("OPENRAFT_MEMORY__HTTP__NO_SUCH_KEY", "1")]),
+            ..Default::default()
+        })
+        .expect_err("unknown keys are rejected");
+        assert!(err.to_string().contains("no_such_key"), "{err}");
+    }
+}

@@ -1,0 +1,133 @@
+//! The `openraft-memory` binary: parses the command line, loads settings, starts logging
+//! and runs a node until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use openraft_memory::config::{Overrides, Settings, Sources};
+
+/// A Raft-replicated store of student records.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a node (the default).
+    Serve(ServeArgs),
+}
+
+/// Flags of `serve`; each overrides the config key named in its help.
+#[derive(Args, Debug, Default)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "OPENRAFT_MEMORY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node name; a trailing -N is the ordinal (node.name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// REST listen address (http.addr).
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// Client gRPC listen address (grpc.addr).
+    #[arg(long)]
+    grpc_addr: Option<String>,
+    /// Peer gRPC listen address (raft.addr).
+    #[arg(long)]
+    raft_addr: Option<String>,
+    /// Host peers use to reach this node (raft.advertise_host).
+    #[arg(long)]
+    advertise_host: Option<String>,
+    /// Comma-separated peer addresses, host:port of their peer port (cluster.peers).
+    #[arg(long, value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    /// Log format: text or json (log.format).
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        let mut o: Overrides = Vec::new();
+        let mut set = |key, v: &Option<String>| {
+            if let Some(v) = v {
+                o.push((key, v.clone().into()));
+            }
+        };
+        set("node.name", &self.node_name);
+        set("http.addr", &self.http_addr);
+        set("grpc.addr", &self.grpc_addr);
+        set("raft.addr", &self.raft_addr);
+        set("raft.advertise_host", &self.advertise_host);
+        set("log.format", &self.log_format);
+        if let Some(peers) = &self.peers {
+            o.push(("cluster.peers", peers.clone().into()));
+        }
+        o
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the node");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Cmd::Serve(a)) => a,
+        None => cli.serve,
+    };
+    let settings = match Settings::load(Sources {
+        file: args.config.clone(),
+        env: std::env::vars().collect(),
+        overrides: args.overrides(),
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("openraft-memory: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    openraft_memory::telemetry::init(&settings.log);
+    let server = match openraft_memory::server::build(settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("openraft-memory: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match server.run(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("openraft-memory: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

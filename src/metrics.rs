@@ -1,0 +1,193 @@
+//! Prometheus metrics (prefix `openraft_memory_`): Raft state fed from OpenRaft's metrics
+//! channel, request counters and latency histograms fed by the API middleware, peer RPC
+//! timings fed by the network client, and process metrics. Labels are bounded: route
+//! templates, method names, status codes and peer names — never ids or raw paths.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets from 100 µs to 10 s: loopback writes take well under a millisecond, a
+/// write waiting out an election takes seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every metric of a node. Cheap to clone (the collectors are reference-counted).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Current Raft term.
+    pub raft_term: IntGauge,
+    /// 1 for the current server state, 0 for the others.
+    pub raft_state: IntGaugeVec,
+    /// 1 on the leader.
+    pub raft_is_leader: IntGauge,
+    /// 1 when this node knows a leader.
+    pub raft_has_leader: IntGauge,
+    /// Times the known leader changed.
+    pub raft_leader_changes_total: IntCounter,
+    /// Last log index.
+    pub raft_last_log_index: IntGauge,
+    /// Committed index as known to this node.
+    pub raft_committed_index: IntGauge,
+    /// Last applied index.
+    pub raft_applied_index: IntGauge,
+    /// Index covered by the last snapshot.
+    pub raft_snapshot_index: IntGauge,
+    /// Entries each follower is behind the leader's last log index (leader only).
+    pub raft_replication_lag_entries: IntGaugeVec,
+    /// Voters in the membership.
+    pub raft_voters: IntGauge,
+    /// Learners in the membership.
+    pub raft_learners: IntGauge,
+    /// Records in the state machine.
+    pub students: IntGauge,
+    /// REST requests by method, route template and status.
+    pub http_requests_total: IntCounterVec,
+    /// REST latency by method and route template.
+    pub http_request_duration: HistogramVec,
+    /// Client gRPC requests by method and status code.
+    pub grpc_requests_total: IntCounterVec,
+    /// Client gRPC latency by method.
+    pub grpc_request_duration: HistogramVec,
+    /// Time from proposing a write to its result being applied.
+    pub raft_client_write_duration: Histogram,
+    /// Outgoing peer RPC latency by RPC and peer name.
+    pub peer_rpc_duration: HistogramVec,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::with_opts(Opts::new(name, help).namespace("openraft_memory")).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help).namespace("openraft_memory"), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help).namespace("openraft_memory"), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help)
+            .namespace("openraft_memory")
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry. The names are static and
+    /// distinct, so registration cannot fail; the `expect`s document that.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let raft_leader_changes_total = IntCounter::with_opts(
+            Opts::new("raft_leader_changes_total", "Times the leader known to this node changed").namespace("openraft_memory"),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(raft_leader_changes_total.clone()))
+            .expect("unique metric");
+        let raft_client_write_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "raft_client_write_duration_seconds",
+                "Time from proposing a write to Raft until it is applied",
+            )
+            .namespace("openraft_memory")
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(raft_client_write_duration.clone()))
+            .expect("unique metric");
+        let build_info = gauge_vec(r, "build_info", "Build information; always 1", &["version"]);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "openraft_memory");
+            registry.register(Box::new(pc)).expect("unique metric");
+        }
+        Metrics {
+            raft_term: gauge(r, "raft_term", "Current Raft term"),
+            raft_state: gauge_vec(r, "raft_state", "1 for this node's current Raft server state", &["state"]),
+            raft_is_leader: gauge(r, "raft_is_leader", "1 if this node is the leader"),
+            raft_has_leader: gauge(r, "raft_has_leader", "1 if this node knows a current leader"),
+            raft_leader_changes_total,
+            raft_last_log_index: gauge(r, "raft_last_log_index", "Index of the last entry in this node's log"),
+            raft_committed_index: gauge(r, "raft_committed_index", "Highest log index known to be committed"),
+            raft_applied_index: gauge(r, "raft_applied_index", "Index of the last entry applied to the state machine"),
+            raft_snapshot_index: gauge(r, "raft_snapshot_index", "Last log index covered by the current snapshot"),
+            raft_replication_lag_entries: gauge_vec(
+                r,
+                "raft_replication_lag_entries",
+                "Entries a peer is behind the leader's last log index (reported by the leader)",
+                &["peer"],
+            ),
+            raft_voters: gauge(r, "raft_voters", "Voters in the current membership"),
+            raft_learners: gauge(r, "raft_learners", "Learners in the current membership"),
+            students: gauge(r, "students", "Student records in this node's state machine"),
+            http_requests_total: counter_vec(
+                r,
+                "http_requests_total",
+                "REST requests by method, route template and status",
+                &["method", "route", "status"],
+            ),
+            http_request_duration: histogram_vec(
+                r,
+                "http_request_duration_seconds",
+                "REST request latency by method and route template",
+                &["method", "route"],
+            ),
+            grpc_requests_total: counter_vec(
+                r,
+                "grpc_requests_total",
+                "Client gRPC requests by method and status code",
+                &["method", "code"],
+            ),
+            grpc_request_duration: histogram_vec(
+                r,
+                "grpc_request_duration_seconds",
+                "Client gRPC request latency by method",
+                &["method"],
+            ),
+            raft_client_write_duration,
+            peer_rpc_duration: histogram_vec(
+                r,
+                "peer_rpc_duration_seconds",
+                "Outgoing peer RPC latency by RPC and peer name",
+                &["rpc", "peer"],
+            ),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,165 @@
+//! The domain: a student record, the commands that change records, what a command did, the
+//! cluster member descriptor, and input validation. Validation runs once, at the API edge,
+//! before anything is proposed to Raft; the state machine trusts what is in the log.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest accepted name, in characters, after trimming.
+pub const MAX_NAME_CHARS: usize = 256;
+/// Highest accepted score.
+pub const MAX_SCORE: f32 = 100.0;
+
+/// A student record: the value this store replicates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Student {
+    /// Primary key, at least 1.
+    pub id: i64,
+    /// Display name, 1–256 characters, stored trimmed.
+    pub name: String,
+    /// A finite score between 0 and 100.
+    pub score: f32,
+}
+
+/// A change to the store: the payload of a normal Raft log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Insert a record whose id must not exist yet.
+    Create(Student),
+    /// Replace the name and score of an existing record.
+    Update(Student),
+    /// Remove a record.
+    Delete(i64),
+}
+
+/// What applying a [`Command`] did. "Not found" and "already exists" are outcomes, not
+/// errors: every replica reaches the same one deterministically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// The record was inserted.
+    Created(Student),
+    /// The record was replaced; this is the new value.
+    Updated(Student),
+    /// The record with this id was removed.
+    Deleted(i64),
+    /// No record has this id.
+    NotFound(i64),
+    /// A record with this id exists already.
+    AlreadyExists(i64),
+}
+
+/// A cluster member as Raft membership stores it: a stable name and the peer address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The node's name (`<something>-<ordinal>`); survives restarts while the Raft id does not.
+    pub name: String,
+    /// `host:port` of the peer gRPC port, a DNS name where there is one.
+    pub addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
+
+/// Why a request was refused before it reached Raft.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    /// The id is zero or negative.
+    #[error("`id` must be at least 1, got {0}")]
+    Id(i64),
+    /// The name is empty after trimming.
+    #[error("`name` must not be empty")]
+    EmptyName,
+    /// The name is longer than [`MAX_NAME_CHARS`].
+    #[error("`name` must be at most {MAX_NAME_CHARS} characters, got {0}")]
+    NameTooLong(usize),
+    /// The score is NaN or infinite.
+    #[error("`score` must be a finite number")]
+    ScoreNotFinite,
+    /// The score is outside 0–100.
+    #[error("`score` must be between 0 and {MAX_SCORE}, got {0}")]
+    ScoreOutOfRange(f32),
+}
+
+/// Checks an id.
+pub fn validate_id(id: i64) -> Result<i64, ValidationError> {
+    if id < 1 {
+        return Err(ValidationError::Id(id));
+    }
+    Ok(id)
+}
+
+impl Student {
+    /// Validates the fields and returns the record as it will be stored (name trimmed).
+    pub fn validated(id: i64, name: &str, score: f32) -> Result<Student, ValidationError> {
+        let id = validate_id(id)?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(ValidationError::EmptyName);
+        }
+        let chars = name.chars().count();
+        if chars > MAX_NAME_CHARS {
+            return Err(ValidationError::NameTooLong(chars));
+        }
+        if !score.is_finite() {
+            return Err(ValidationError::ScoreNotFinite);
+        }
+        if !(0.0..=MAX_SCORE).contains(&score) {
+            return Err(ValidationError::ScoreOutOfRange(score));
+        }
+        Ok(Student {
+            id,
+            name: name.to_owned(),
+            score,
+        })
+    }
+}
+
+/// The ordinal of a StatefulSet-style name: the number after the last `-`.
+pub fn ordinal_of(name: &str) -> Option<u32> {
+    let (_, tail) = name.rsplit_once('-')?;
+    if tail.is_empty() || !tail.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    tail.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_trims_a_valid_record() {
+        let s = Student::validated(7, "  Ada  ", 91.5).expect("valid");
+        assert_eq!(s.name, "Ada");
+        assert_eq!(s.id, 7);
+    }
+
+    #[test]
+    fn rejects_each_bad_field() {
+        assert_eq!(Student::validated(0, "a", 1.0), Err(ValidationError::Id(0)));
+        assert_eq!(Student::validated(-3, "a", 1.0), Err(ValidationError::Id(-3)));
+        assert_eq!(Student::validated(1, "   ", 1.0), Err(ValidationError::EmptyName));
+        let long = "é".repeat(257);
+        assert_eq!(Student::validated(1, &long, 1.0), Err(ValidationError::NameTooLong(257)));
+        assert!(Student::validated(1, &"é".repeat(256), 1.0).is_ok());
+        assert_eq!(Student::validated(1, "a", f32::NAN), Err(ValidationError::ScoreNotFinite));
+        assert_eq!(Student::validated(1, "a", f32::INFINITY), Err(ValidationError::ScoreNotFinite));
+        assert_eq!(Student::validated(1, "a", 100.5), Err(ValidationError::ScoreOutOfRange(100.5)));
+        assert_eq!(Student::validated(1, "a", -0.1), Err(ValidationError::ScoreOutOfRange(-0.1)));
+        assert!(Student::validated(1, "a", 0.0).is_ok());
+        assert!(Student::validated(1, "a", 100.0).is_ok());
+    }
+
+    #[test]
+    fn ordinal_is_the_trailing_number() {
+        assert_eq!(ordinal_of("db-0"), Some(0));
+        assert_eq!(ordinal_of("my-db-12"), Some(12));
+        assert_eq!(ordinal_of("db"), None);
+        assert_eq!(ordinal_of("db-"), None);
+        assert_eq!(ordinal_of("db-x1"), None);
+    }
+}

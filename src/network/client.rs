@@ -1,0 +1,286 @@
+//! Outgoing peer RPCs.
+//!
+//! A tonic `Channel` is one HTTP/2 connection that reconnects by itself; we keep one per
+//! peer address for the life of the process, so Raft RPCs never pay for a new connection.
+//! Failures are mapped to OpenRaft's error kinds so it backs off from dead peers
+//! ([`Unreachable`]) and retries slow ones ([`Timeout`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::metrics::Metrics;
+use crate::model::Member;
+use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
+use crate::pb::peer;
+use crate::pb::peer::raft_peer_client::RaftPeerClient;
+use crate::{NodeId, Snapshot, TypeConfig, Vote};
+
+/// Snapshot bytes per streamed message: small enough to stay far below gRPC message limits,
+/// large enough that per-message overhead does not matter.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Largest peer message accepted or sent (a big append batch or a snapshot chunk).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The pool of peer channels, keyed by address. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerClients {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl PeerClients {
+    /// An empty pool; channels are created on first use.
+    pub fn new(connect_timeout: Duration, metrics: Metrics) -> Self {
+        PeerClients {
+            channels: Arc::default(),
+            connect_timeout,
+            metrics,
+        }
+    }
+
+    /// The client for `addr` (host:port), creating its channel on first use. Connecting is
+    /// lazy: a peer that is down costs nothing until an RPC is attempted.
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| Status::invalid_argument(format!("bad peer address `{addr}`: {e}")))?
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// Metrics, for timing peer calls.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// The [`RaftNetworkFactory`] handed to OpenRaft.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    /// This node's id, for error reports.
+    pub id: NodeId,
+    /// The shared channel pool.
+    pub clients: PeerClients,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerConnection {
+        PeerConnection {
+            id: self.id,
+            target,
+            member: node.clone(),
+            clients: self.clients.clone(),
+        }
+    }
+}
+
+/// OpenRaft's view of one peer.
+pub struct PeerConnection {
+    id: NodeId,
+    target: NodeId,
+    member: Member,
+    clients: PeerClients,
+}
+
+/// Maps a failed peer call to OpenRaft's error kinds.
+fn rpc_error<E: std::error::Error>(
+    status: Status,
+    id: NodeId,
+    target: NodeId,
+    action: RPCTypes,
+    timeout: Duration,
+) -> RPCError<NodeId, Member, E> {
+    match status.code() {
+        Code::DeadlineExceeded | Code::Cancelled => RPCError::Timeout(Timeout {
+            action,
+            id,
+            target,
+            timeout,
+        }),
+        // Connection refused/reset, a peer that is shutting down, or a broken channel: back off.
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Aborted => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl PeerConnection {
+    async fn timed<T, F>(&self, rpc: &'static str, timeout: Duration, fut: F) -> Result<T, Status>
+    where
+        F: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(format!("{rpc} to {} timed out", self.member))),
+        };
+        self.clients
+            .metrics()
+            .peer_rpc_duration
+            .with_label_values(&[rpc, &self.member.name])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn decode_err<E: std::error::Error>(&self, e: impl std::error::Error + 'static) -> RPCError<NodeId, Member, E> {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let timeout = option.hard_ttl();
+        let to_err = |s| rpc_error(s, self.id, self.target, RPCTypes::AppendEntries, timeout);
+        let mut client = self.clients.client(&self.member.addr).map_err(to_err)?;
+        let req = peer::AppendEntriesRequest {
+            vote: Some(rpc.vote.into()),
+            prev_log_id: log_id_to_pb(rpc.prev_log_id),
+            entries: rpc.entries.into_iter().map(Into::into).collect(),
+            leader_commit: log_id_to_pb(rpc.leader_commit),
+        };
+        let resp = self
+            .timed("append_entries", timeout, client.append_entries(req))
+            .await
+            .map_err(to_err)?;
+        use peer::append_entries_response::Result as R;
+        match resp.result {
+            Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
+            Some(R::PartialSuccess(p)) => Ok(AppendEntriesResponse::PartialSuccess(
+                log_id_from_pb(p.matching).map_err(|e| self.decode_err(e))?,
+            )),
+            Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
+            Some(R::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(
+                Vote::try_from(v).map_err(|e| self.decode_err(e))?,
+            )),
+            None => Err(self.decode_err(crate::pb::MissingField("append_entries_response.result"))),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>>
+    {
+        // OpenRaft only calls this from its default `full_snapshot`, which we replace with a
+        // streaming RPC below; reaching here would be an OpenRaft behaviour change.
+        Err(RPCError::Network(NetworkError::new(&Status::unimplemented(
+            "chunked install_snapshot is not used: snapshots are streamed by full_snapshot",
+        ))))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        let timeout = option.hard_ttl();
+        let to_err = |s| rpc_error(s, self.id, self.target, RPCTypes::Vote, timeout);
+        let mut client = self.clients.client(&self.member.addr).map_err(to_err)?;
+        let req = peer::VoteRequest {
+            vote: Some(rpc.vote.into()),
+            last_log_id: log_id_to_pb(rpc.last_log_id),
+        };
+        let resp = self.timed("vote", timeout, client.vote(req)).await.map_err(to_err)?;
+        let vote = resp
+            .vote
+            .ok_or(crate::pb::MissingField("vote_response.vote"))
+            .and_then(Vote::try_from)
+            .map_err(|e| self.decode_err(e))?;
+        Ok(VoteResponse {
+            vote,
+            vote_granted: resp.vote_granted,
+            last_log_id: log_id_from_pb(resp.last_log_id).map_err(|e| self.decode_err(e))?,
+        })
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let timeout = option.hard_ttl();
+        let mut client = self
+            .clients
+            .client(&self.member.addr)
+            .map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
+        let header = peer::SnapshotChunk {
+            kind: Some(peer::snapshot_chunk::Kind::Header(peer::SnapshotHeader {
+                vote: Some(vote.into()),
+                meta: Some((&snapshot.meta).into()),
+            })),
+        };
+        let data = snapshot.snapshot.into_inner();
+        let bytes = data.len();
+        let chunks: Vec<peer::SnapshotChunk> = std::iter::once(header)
+            .chain(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| peer::SnapshotChunk {
+                kind: Some(peer::snapshot_chunk::Kind::Data(c.to_vec())),
+            }))
+            .collect();
+        tracing::info!(target_node = self.target, snapshot = %snapshot.meta.snapshot_id, bytes, "streaming snapshot");
+        let send = self.timed(
+            "install_snapshot",
+            timeout,
+            client.install_snapshot(futures::stream::iter(chunks)),
+        );
+        let resp = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = send => r,
+        };
+        let resp = resp.map_err(|s| match rpc_error::<Fatal<NodeId>>(s, self.id, self.target, RPCTypes::InstallSnapshot, timeout) {
+            RPCError::Timeout(t) => StreamingError::Timeout(t),
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            RPCError::Network(n) => StreamingError::Network(n),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        })?;
+        let vote = resp
+            .vote
+            .ok_or(crate::pb::MissingField("snapshot_response.vote"))
+            .and_then(Vote::try_from)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        Ok(SnapshotResponse { vote })
+    }
+
+    fn backoff(&self) -> Backoff {
+        // Exponential from 100 ms to 2 s: quick to notice a restarted peer, quiet for a dead one.
+        Backoff::new((0..).map(|i: u32| Duration::from_millis(100u64.saturating_mul(1 << i.min(5)).min(2000))))
+    }
+}

@@ -1,0 +1,183 @@
+//! The peer gRPC service: Raft RPCs into OpenRaft, plus forwarded writes, read-index
+//! requests, joins, removals and status probes from other members.
+
+use std::io::Cursor;
+use std::time::Instant;
+
+use futures::StreamExt;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::model::Command;
+use crate::node::{RaftNode, error_to_status};
+use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
+use crate::pb::{MissingField, peer};
+use crate::{Entry, Snapshot, SnapshotMeta, Vote};
+
+/// Serves the peer protocol for one node.
+#[derive(Clone)]
+pub struct PeerService {
+    node: RaftNode,
+}
+
+impl PeerService {
+    /// A service answering for `node`.
+    pub fn new(node: RaftNode) -> Self {
+        PeerService { node }
+    }
+}
+
+fn bad(e: MissingField) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    // The Raft core stopped (shutdown): tell the caller to back off and try elsewhere.
+    Status::unavailable(format!("raft is not running: {e}"))
+}
+
+#[tonic::async_trait]
+impl peer::raft_peer_server::RaftPeer for PeerService {
+    async fn vote(&self, request: Request<peer::VoteRequest>) -> Result<Response<peer::VoteResponse>, Status> {
+        let req = request.into_inner();
+        let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
+        let rpc = VoteRequest {
+            vote,
+            last_log_id: log_id_from_pb(req.last_log_id).map_err(bad)?,
+        };
+        let resp = self.node.raft().vote(rpc).await.map_err(fatal)?;
+        Ok(Response::new(peer::VoteResponse {
+            vote: Some(resp.vote.into()),
+            vote_granted: resp.vote_granted,
+            last_log_id: log_id_to_pb(resp.last_log_id),
+        }))
+    }
+
+    async fn append_entries(
+        &self,
+        request: Request<peer::AppendEntriesRequest>,
+    ) -> Result<Response<peer::AppendEntriesResponse>, Status> {
+        let req = request.into_inner();
+        let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
+        let entries = req
+            .entries
+            .into_iter()
+            .map(Entry::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let leader_commit = log_id_from_pb(req.leader_commit).map_err(bad)?;
+        let rpc = AppendEntriesRequest {
+            vote,
+            prev_log_id: log_id_from_pb(req.prev_log_id).map_err(bad)?,
+            entries,
+            leader_commit,
+        };
+        let resp = self.node.raft().append_entries(rpc).await.map_err(fatal)?;
+        use peer::append_entries_response::Result as R;
+        let result = match resp {
+            AppendEntriesResponse::Success => {
+                self.node
+                    .note_leader_contact(vote.leader_id.node_id, leader_commit.map(|l| l.index));
+                R::Success(peer::Empty {})
+            }
+            AppendEntriesResponse::PartialSuccess(m) => {
+                self.node
+                    .note_leader_contact(vote.leader_id.node_id, leader_commit.map(|l| l.index));
+                R::PartialSuccess(peer::PartialSuccess {
+                    matching: log_id_to_pb(m),
+                })
+            }
+            AppendEntriesResponse::Conflict => R::Conflict(peer::Empty {}),
+            AppendEntriesResponse::HigherVote(v) => R::HigherVote(v.into()),
+        };
+        Ok(Response::new(peer::AppendEntriesResponse { result: Some(result) }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<peer::SnapshotChunk>>,
+    ) -> Result<Response<peer::SnapshotResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let Some(peer::snapshot_chunk::Kind::Header(header)) = first.kind else {
+            return Err(Status::invalid_argument("snapshot stream must start with a header"));
+        };
+        let vote = Vote::try_from(header.vote.ok_or(MissingField("header.vote")).map_err(bad)?).map_err(bad)?;
+        let meta = SnapshotMeta::try_from(header.meta.ok_or(MissingField("header.meta")).map_err(bad)?).map_err(bad)?;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk?.kind {
+                Some(peer::snapshot_chunk::Kind::Data(bytes)) => data.extend_from_slice(&bytes),
+                _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
+            }
+        }
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "received snapshot");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        };
+        let resp = self
+            .node
+            .raft()
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(fatal)?;
+        Ok(Response::new(peer::SnapshotResponse {
+            vote: Some(resp.vote.into()),
+        }))
+    }
+
+    async fn client_write(
+        &self,
+        request: Request<peer::ClientWriteRequest>,
+    ) -> Result<Response<peer::ClientWriteResponse>, Status> {
+        let deadline = Instant::now() + self.node.settings().raft.write_timeout;
+        let req = request.into_inner();
+        let cmd = Command::try_from(req.command.ok_or(MissingField("command")).map_err(bad)?).map_err(bad)?;
+        let result = self.node.write_local(cmd, deadline).await.map_err(error_to_status)?;
+        Ok(Response::new(peer::ClientWriteResponse {
+            result: Some(result.into()),
+            log_index: 0,
+        }))
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<peer::ReadIndexRequest>,
+    ) -> Result<Response<peer::ReadIndexResponse>, Status> {
+        let index = self.node.read_index_local().await.map_err(error_to_status)?;
+        Ok(Response::new(peer::ReadIndexResponse { index }))
+    }
+
+    async fn join(&self, request: Request<peer::JoinRequest>) -> Result<Response<peer::JoinResponse>, Status> {
+        let req = request.into_inner();
+        let member = req.member.ok_or(MissingField("member")).map_err(bad)?;
+        if member.name.is_empty() || member.addr.is_empty() {
+            return Err(Status::invalid_argument("a joining member needs a name and an address"));
+        }
+        let leader_id = self
+            .node
+            .join(req.node_id, member.into())
+            .await
+            .map_err(error_to_status)?;
+        Ok(Response::new(peer::JoinResponse { leader_id }))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<peer::RemoveMemberRequest>,
+    ) -> Result<Response<peer::RemoveMemberResponse>, Status> {
+        self.node
+            .remove_member(request.into_inner().node_id)
+            .await
+            .map_err(error_to_status)?;
+        Ok(Response::new(peer::RemoveMemberResponse {}))
+    }
+
+    async fn status(&self, _request: Request<peer::StatusRequest>) -> Result<Response<peer::StatusResponse>, Status> {
+        Ok(Response::new(self.node.status()))
+    }
+}

@@ -1,0 +1,709 @@
+//! One running member of the cluster: the Raft handle plus everything the APIs and the peer
+//! service need — writes that forward to the leader, linearizable reads, membership changes,
+//! cluster status and readiness. Every edge (REST, client gRPC, peer gRPC) calls into here,
+//! so the rules live in one place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use tonic::Code;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::model::{Command, CommandResult, Member, Student};
+use crate::network::PeerClients;
+use crate::pb::peer;
+use crate::store::StateMachineStore;
+use crate::{NodeId, Raft};
+
+/// Why the node could not do what it was asked. The edges map each kind to a status once.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No leader is known or reachable; the caller may retry.
+    #[error("no leader is available: {0}")]
+    NoLeader(String),
+    /// This node is not the leader (peer-level answer; clients never see it).
+    #[error("this node is not the leader")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader: Option<(NodeId, Member)>,
+    },
+    /// The operation did not finish in time; a write may or may not have been applied.
+    #[error("{0}")]
+    Timeout(String),
+    /// The node is shutting down.
+    #[error("this node is shutting down")]
+    ShuttingDown,
+    /// A membership change was refused.
+    #[error("{0}")]
+    Membership(String),
+    /// No member has this id.
+    #[error("no member with id {0}")]
+    UnknownMember(NodeId),
+    /// Something that should not happen (a Raft fatal error, a malformed peer answer).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read started (read index via the leader).
+    #[default]
+    Linearizable,
+    /// This node's applied state, without contacting the leader.
+    Local,
+}
+
+/// What this node last heard from a leader; feeds readiness and the committed-index metric.
+#[derive(Debug, Default)]
+struct LeaderContact {
+    at: Option<Instant>,
+    leader: Option<NodeId>,
+}
+
+/// A snapshot of membership and progress, for `GET /cluster`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterInfo {
+    /// This node.
+    pub node: NodeInfo,
+    /// The leader, if known.
+    pub leader: Option<MemberInfo>,
+    /// Voters of the current (possibly joint) membership.
+    pub voters: Vec<MemberInfo>,
+    /// Learners.
+    pub learners: Vec<MemberInfo>,
+    /// Log indexes.
+    pub indexes: Indexes,
+}
+
+/// This node's identity and role.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Peer address.
+    pub addr: String,
+    /// Raft server state (Leader, Follower, Candidate, Learner, Shutdown).
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+}
+
+/// A member in `GET /cluster`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberInfo {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Peer address.
+    pub addr: String,
+}
+
+/// Log progress.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Indexes {
+    /// Last log index on this node.
+    pub last_log: Option<u64>,
+    /// Commit index known to this node.
+    pub committed: Option<u64>,
+    /// Last applied index.
+    pub applied: Option<u64>,
+    /// Last index covered by a snapshot.
+    pub snapshot: Option<u64>,
+    /// Last purged index.
+    pub purged: Option<u64>,
+}
+
+struct Inner {
+    id: NodeId,
+    member: Member,
+    raft: Raft,
+    sm: StateMachineStore,
+    peers: PeerClients,
+    settings: Arc<Settings>,
+    metrics: Metrics,
+    contact: Mutex<LeaderContact>,
+    /// Highest commit index heard from a leader (followers) — an upper bound for readiness.
+    leader_commit: AtomicU64,
+    shutting_down: AtomicBool,
+    /// Serialises membership changes made by this node while it leads.
+    membership_lock: tokio::sync::Mutex<()>,
+}
+
+/// A cheap-to-clone handle on this node.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+/// How many times a forwarded request follows a changed leader before giving up.
+const FORWARD_ATTEMPTS: usize = 3;
+
+impl RaftNode {
+    /// Wraps a started Raft instance.
+    pub fn new(
+        id: NodeId,
+        member: Member,
+        raft: Raft,
+        sm: StateMachineStore,
+        peers: PeerClients,
+        settings: Arc<Settings>,
+        metrics: Metrics,
+    ) -> Self {
+        RaftNode {
+            inner: Arc::new(Inner {
+                id,
+                member,
+                raft,
+                sm,
+                peers,
+                settings,
+                metrics,
+                contact: Mutex::default(),
+                leader_commit: AtomicU64::new(0),
+                shutting_down: AtomicBool::new(false),
+                membership_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// This node's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This node's name and peer address.
+    pub fn member(&self) -> &Member {
+        &self.inner.member
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The settings this node runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The peer channel pool.
+    pub fn peers(&self) -> &PeerClients {
+        &self.inner.peers
+    }
+
+    /// The state machine (for local reads).
+    pub fn state_machine(&self) -> &StateMachineStore {
+        &self.inner.sm
+    }
+
+    /// Marks the node as shutting down: readiness fails from now on.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Records that a leader contacted us (called by the peer service on AppendEntries).
+    pub fn note_leader_contact(&self, leader: NodeId, leader_commit: Option<u64>) {
+        let mut c = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        c.at = Some(Instant::now());
+        c.leader = Some(leader);
+        if let Some(idx) = leader_commit {
+            self.inner.leader_commit.fetch_max(idx, Ordering::Relaxed);
+        }
+    }
+
+    /// The commit index this node knows: its own on the leader, the leader's report elsewhere.
+    pub fn committed_index(&self) -> Option<u64> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            // The leader's commit index is the highest index a quorum of voters has matched.
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let repl = m.replication.unwrap_or_default();
+            let mut matched: Vec<u64> = voters
+                .iter()
+                .map(|v| {
+                    if *v == m.id {
+                        m.last_log_index.unwrap_or(0)
+                    } else {
+                        repl.get(v).copied().flatten().map_or(0, |l| l.index)
+                    }
+                })
+                .collect();
+            matched.sort_unstable_by(|a, b| b.cmp(a));
+            return matched.get(voters.len() / 2).copied();
+        }
+        let c = self.inner.leader_commit.load(Ordering::Relaxed);
+        (c > 0).then_some(c)
+    }
+
+    fn current_leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, member))
+    }
+
+    /// Waits (bounded) until some leader is known, for requests that arrive mid-election.
+    async fn await_leader(&self, deadline: Instant) -> Result<(NodeId, Member), NodeError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let wait = remaining.min(self.inner.settings.raft.election_timeout_max * 2);
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some(), "leader known")
+            .await;
+        self.current_leader().ok_or_else(|| {
+            NodeError::NoLeader(format!(
+                "no leader elected within {wait:?}; a quorum of voters may be down or partitioned"
+            ))
+        })
+    }
+
+    /// Applies a write through Raft, on this node if it leads, else through the leader.
+    /// Returns the state machine's outcome once the entry is committed and applied.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult, NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
+        let mut last_err = None;
+        for _ in 0..FORWARD_ATTEMPTS {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let result = if leader_id == self.inner.id {
+                self.write_local(cmd.clone(), deadline).await
+            } else {
+                self.forward_write(&leader, cmd.clone(), deadline).await
+            };
+            match result {
+                // The leader moved between our look-up and the call: look again.
+                Err(NodeError::NotLeader { leader }) => {
+                    last_err = Some(NodeError::NoLeader(format!(
+                        "leadership moved while forwarding (now: {})",
+                        leader.map_or("unknown".into(), |(_, m)| m.name)
+                    )));
+                    let _ = self
+                        .inner
+                        .raft
+                        .wait(Some(self.inner.settings.raft.heartbeat_interval * 3))
+                        .metrics(|m| m.current_leader != Some(leader_id), "leader changed")
+                        .await;
+                }
+                other => return other,
+            }
+        }
+        Err(last_err.unwrap_or_else(|| NodeError::NoLeader("leader kept changing".into())))
+    }
+
+    /// Proposes a write on this node, which must be the leader.
+    pub async fn write_local(&self, cmd: Command, deadline: Instant) -> Result<CommandResult, NodeError> {
+        if self.is_shutting_down() {
+            // Let the caller retry elsewhere instead of racing our own leadership transfer.
+            return Err(NodeError::NotLeader { leader: None });
+        }
+        let started = Instant::now();
+        let remaining = deadline.saturating_duration_since(started);
+        let res = tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await;
+        self.inner
+            .metrics
+            .raft_client_write_duration
+            .observe(started.elapsed().as_secs_f64());
+        match res {
+            Err(_) => Err(NodeError::Timeout(format!(
+                "the write was not committed within {:?}; it may or may not be applied (no quorum?)",
+                self.inner.settings.raft.write_timeout
+            ))),
+            Ok(Ok(resp)) => resp
+                .data
+                .ok_or_else(|| NodeError::Internal("state machine returned no result for a command".into())),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(NodeError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(NodeError::Internal(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(NodeError::Internal(format!("raft stopped: {e}"))),
+        }
+    }
+
+    async fn forward_write(&self, leader: &Member, cmd: Command, deadline: Instant) -> Result<CommandResult, NodeError> {
+        let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, leader))?;
+        let mut req = tonic::Request::new(peer::ClientWriteRequest {
+            command: Some(cmd.into()),
+        });
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let resp = client
+            .client_write(req)
+            .await
+            .map_err(|s| status_to_error(s, leader))?
+            .into_inner();
+        resp.result
+            .ok_or(crate::pb::MissingField("client_write_response.result"))
+            .and_then(CommandResult::try_from)
+            .map_err(|e| NodeError::Internal(e.to_string()))
+    }
+
+    /// A read point: once this node has applied up to the returned index, a local read is
+    /// linearizable.
+    pub async fn read_index_local(&self) -> Result<Option<u64>, NodeError> {
+        let timeout = self.inner.settings.raft.write_timeout;
+        match tokio::time::timeout(timeout, self.inner.raft.get_read_log_id()).await {
+            Err(_) => Err(NodeError::Timeout(format!(
+                "could not confirm leadership with a quorum within {timeout:?}"
+            ))),
+            Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map(|l| l.index)),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(NodeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(NodeError::NoLeader(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(NodeError::Internal(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Waits until this node's state reflects every write acknowledged before the call.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
+        let mut index = None;
+        for _ in 0..FORWARD_ATTEMPTS {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let r = if leader_id == self.inner.id {
+                self.read_index_local().await
+            } else {
+                let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, &leader))?;
+                let mut req = tonic::Request::new(peer::ReadIndexRequest {});
+                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                client
+                    .read_index(req)
+                    .await
+                    .map(|r| r.into_inner().index)
+                    .map_err(|s| status_to_error(s, &leader))
+            };
+            match r {
+                Err(NodeError::NotLeader { .. }) => continue,
+                other => {
+                    index = Some(other?);
+                    break;
+                }
+            }
+        }
+        let Some(index) = index else {
+            return Err(NodeError::NoLeader("leader kept changing".into()));
+        };
+        if let Some(index) = index {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.inner
+                .raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(index), "read barrier")
+                .await
+                .map_err(|e| NodeError::Timeout(format!("this node did not catch up to the read point: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Reads one record.
+    pub async fn get(&self, id: i64, consistency: Consistency) -> Result<Option<Student>, NodeError> {
+        if consistency == Consistency::Linearizable {
+            self.read_barrier().await?;
+        }
+        Ok(self.inner.sm.get(id))
+    }
+
+    /// Reads a page of records with ids after `after`.
+    pub async fn list(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<(Vec<Student>, bool), NodeError> {
+        if consistency == Consistency::Linearizable {
+            self.read_barrier().await?;
+        }
+        Ok(self.inner.sm.list(after, limit))
+    }
+
+    /// Adds `id` as a voter (through a learner that has caught up), replacing any other
+    /// member with the same name. Idempotent. Runs on the leader; forwards otherwise.
+    pub async fn join(&self, id: NodeId, member: Member) -> Result<NodeId, NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout * 6;
+        for _ in 0..FORWARD_ATTEMPTS {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let r = if leader_id == self.inner.id {
+                self.join_as_leader(id, member.clone()).await.map(|_| leader_id)
+            } else {
+                let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, &leader))?;
+                let mut req = tonic::Request::new(peer::JoinRequest {
+                    node_id: id,
+                    member: Some(member.clone().into()),
+                });
+                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                client
+                    .join(req)
+                    .await
+                    .map(|r| r.into_inner().leader_id)
+                    .map_err(|s| status_to_error(s, &leader))
+            };
+            match r {
+                Err(NodeError::NotLeader { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(NodeError::NoLeader("leader kept changing".into()))
+    }
+
+    async fn join_as_leader(&self, id: NodeId, member: Member) -> Result<(), NodeError> {
+        let _guard = self.inner.membership_lock.lock().await;
+        let raft = &self.inner.raft;
+        let current = raft.metrics().borrow().membership_config.clone();
+        let membership = current.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let stale: BTreeSet<NodeId> = membership
+            .nodes()
+            .filter(|(nid, n)| **nid != id && n.name == member.name)
+            .map(|(nid, _)| *nid)
+            .collect();
+        if voters.contains(&id) && stale.is_empty() {
+            return Ok(());
+        }
+        if membership.get_node(&id).is_none() {
+            tracing::info!(node_id = id, member = %member, "adding learner");
+            // Blocking: returns once the learner has caught up with the leader's log.
+            raft.add_learner(id, member.clone(), true)
+                .await
+                .map_err(|e| membership_error(e.to_string()))?;
+        }
+        // One joint change replaces the stale member with the new one, so the number of
+        // live voters never drops below a quorum during the swap.
+        let mut new_voters: BTreeSet<NodeId> = voters.difference(&stale).copied().collect();
+        new_voters.insert(id);
+        tracing::info!(node_id = id, ?stale, voters = ?new_voters, "promoting to voter");
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
+            .await
+            .map_err(|e| membership_error(e.to_string()))?;
+        // Stale learners (never promoted) are dropped from the node list too.
+        let leftover: BTreeSet<NodeId> = {
+            let m = raft.metrics().borrow().membership_config.clone();
+            m.membership().learner_ids().filter(|l| stale.contains(l)).collect()
+        };
+        if !leftover.is_empty() {
+            raft.change_membership(ChangeMembers::RemoveNodes(leftover), false)
+                .await
+                .map_err(|e| membership_error(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a member (admin call). Runs on the leader; forwards otherwise.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout * 2;
+        for _ in 0..FORWARD_ATTEMPTS {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let r = if leader_id == self.inner.id {
+                self.remove_as_leader(id).await
+            } else {
+                let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, &leader))?;
+                client
+                    .remove_member(peer::RemoveMemberRequest { node_id: id })
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| status_to_error(s, &leader))
+            };
+            match r {
+                Err(NodeError::NotLeader { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(NodeError::NoLeader("leader kept changing".into()))
+    }
+
+    async fn remove_as_leader(&self, id: NodeId) -> Result<(), NodeError> {
+        let _guard = self.inner.membership_lock.lock().await;
+        let raft = &self.inner.raft;
+        let m = raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(NodeError::UnknownMember(id));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(NodeError::Membership("refusing to remove the last voter".into()));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        raft.change_membership(change, false)
+            .await
+            .map_err(|e| membership_error(e.to_string()))?;
+        Ok(())
+    }
+
+    /// What this node knows about the cluster, for bootstrap probing.
+    pub fn status(&self) -> peer::StatusResponse {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let leader = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).cloned().map(|n| (l, n)));
+        peer::StatusResponse {
+            node_id: self.inner.id,
+            name: self.inner.member.name.clone(),
+            initialized: !voters.is_empty(),
+            leader_id: leader.as_ref().map(|(l, _)| *l),
+            leader: leader.map(|(_, n)| n.into()),
+            voters,
+            term: m.current_term,
+        }
+    }
+
+    /// Membership and progress, for `GET /cluster`.
+    pub fn cluster_info(&self) -> ClusterInfo {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let info = |id: NodeId| {
+            let n = membership.get_node(&id).cloned().unwrap_or_default();
+            MemberInfo {
+                id,
+                name: n.name,
+                addr: n.addr,
+            }
+        };
+        ClusterInfo {
+            node: NodeInfo {
+                id: self.inner.id,
+                name: self.inner.member.name.clone(),
+                addr: self.inner.member.addr.clone(),
+                state: format!("{:?}", m.state),
+                term: m.current_term,
+            },
+            leader: m.current_leader.map(info),
+            voters: membership.voter_ids().map(info).collect(),
+            learners: membership.learner_ids().map(info).collect(),
+            indexes: Indexes {
+                last_log: m.last_log_index,
+                committed: self.committed_index(),
+                applied: m.last_applied.map(|l| l.index),
+                snapshot: m.snapshot.map(|l| l.index),
+                purged: m.purged.map(|l| l.index),
+            },
+        }
+    }
+
+    /// Readiness: `Ok` when this node is a voter, knows a leader it heard from recently, and
+    /// has applied what that leader had committed. `Err` says why not.
+    pub async fn readiness(&self) -> Result<(), String> {
+        if self.is_shutting_down() {
+            return Err("shutting down".into());
+        }
+        let m = self.inner.raft.metrics().borrow().clone();
+        if !m.membership_config.membership().voter_ids().any(|v| v == self.inner.id) {
+            return Err(format!("not a voter of the current membership (state {:?})", m.state));
+        }
+        let Some(leader) = m.current_leader else {
+            return Err("no known leader".into());
+        };
+        let fresh = self.inner.settings.raft.election_timeout_max * 2;
+        if leader == self.inner.id {
+            return match m.millis_since_quorum_ack {
+                Some(ms) if Duration::from_millis(ms) <= fresh => Ok(()),
+                Some(ms) => Err(format!("leader without quorum contact for {ms} ms")),
+                None => Err("leader has not yet been acknowledged by a quorum".into()),
+            };
+        }
+        let contact = {
+            let c = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
+            (c.at, c.leader)
+        };
+        match contact {
+            (Some(at), Some(l)) if l == leader && at.elapsed() <= fresh => {}
+            (Some(at), _) => return Err(format!("last heard from the leader {:?} ago", at.elapsed())),
+            (None, _) => return Err("has not heard from the leader yet".into()),
+        }
+        let target = self.inner.leader_commit.load(Ordering::Relaxed);
+        let applied = self
+            .inner
+            .raft
+            .wait(Some(self.inner.settings.raft.election_timeout_min))
+            .applied_index_at_least(Some(target), "readiness")
+            .await;
+        match applied {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "applied index {:?} is behind the leader's commit index {target}",
+                m.last_applied.map(|l| l.index)
+            )),
+        }
+    }
+
+    /// The peer ids and names of the current membership (for metrics labels).
+    pub fn member_names(&self) -> BTreeMap<NodeId, String> {
+        let m = self.inner.raft.metrics().borrow().membership_config.clone();
+        m.membership().nodes().map(|(id, n)| (*id, n.name.clone())).collect()
+    }
+}
+
+fn membership_error(msg: String) -> NodeError {
+    NodeError::Membership(msg)
+}
+
+/// Maps a peer's answer (or a transport failure) to a [`NodeError`].
+pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
+    match status.code() {
+        Code::FailedPrecondition => NodeError::NotLeader { leader: None },
+        Code::DeadlineExceeded => NodeError::Timeout(format!(
+            "{} did not answer in time; a write may or may not be applied: {}",
+            peer.name,
+            status.message()
+        )),
+        Code::NotFound => NodeError::UnknownMember(0),
+        Code::Unavailable => NodeError::NoLeader(format!("leader {} is unreachable: {}", peer.name, status.message())),
+        Code::Aborted => NodeError::Membership(status.message().to_owned()),
+        _ => NodeError::Internal(format!("{} answered {:?}: {}", peer.name, status.code(), status.message())),
+    }
+}
+
+/// Maps a [`NodeError`] to the status a peer returns, so [`status_to_error`] can invert it.
+pub fn error_to_status(e: NodeError) -> tonic::Status {
+    match e {
+        NodeError::NotLeader { .. } => tonic::Status::failed_precondition("not the leader"),
+        NodeError::NoLeader(m) => tonic::Status::unavailable(m),
+        NodeError::ShuttingDown => tonic::Status::unavailable("shutting down"),
+        NodeError::Timeout(m) => tonic::Status::deadline_exceeded(m),
+        NodeError::Membership(m) => tonic::Status::aborted(m),
+        NodeError::UnknownMember(id) => tonic::Status::not_found(format!("no member with id {id}")),
+        NodeError::Internal(m) => tonic::Status::internal(m),
+    }
+}
+
+impl From<ChangeMembershipError<NodeId>> for NodeError {
+    fn from(e: ChangeMembershipError<NodeId>) -> Self {
+        NodeError::Membership(e.to_string())
+    }
+}
+
+impl RaftNode {
+    /// True when this node is a voter of its current membership.
+    pub fn is_voter(&self) -> bool {
+        let m = self.inner.raft.metrics().borrow().membership_config.clone();
+        m.membership().voter_ids().any(|v| v == self.inner.id)
+    }
+}

@@ -1,0 +1,282 @@
+//! Wiring: builds the storage, Raft, the peer network and the three listeners, then runs
+//! until the shutdown future resolves and shuts down in the order DESIGN.md asks for:
+//! fail readiness → hand over leadership → stop the client listeners and drain → stop Raft
+//! → stop the peer listener.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::grpc::StudentGrpc;
+use crate::config::{ConfigError, Settings};
+use crate::metrics::Metrics;
+use crate::model::Member;
+use crate::network::client::MAX_PEER_MESSAGE_BYTES;
+use crate::network::{PeerClients, PeerNetwork, PeerService};
+use crate::node::RaftNode;
+use crate::pb::client::student_service_server::StudentServiceServer;
+use crate::pb::peer::raft_peer_server::RaftPeerServer;
+use crate::store::{LogStore, StateMachineStore};
+use crate::{NodeId, Raft};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// OpenRaft refused to start.
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+    /// A listener failed while serving.
+    #[error("{what} server failed: {message}")]
+    Serve {
+        /// Which listener.
+        what: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A node with its listeners bound, ready to run.
+pub struct Server {
+    node: RaftNode,
+    http: TcpListener,
+    grpc: TcpListener,
+    peer: TcpListener,
+    /// The bound REST address (useful when the configured port was 0).
+    pub http_addr: SocketAddr,
+    /// The bound client gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// The bound peer address.
+    pub raft_addr: SocketAddr,
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+/// A fresh Raft node id. In memory mode every process start gets a new one, so a restarted
+/// node never reuses an id whose log it lost. Kept below 2^53 so JSON clients read it exactly.
+fn fresh_node_id() -> NodeId {
+    rand::random_range(1..(1u64 << 53))
+}
+
+/// Builds a node: binds the three listeners and starts Raft.
+pub async fn build(settings: Settings) -> Result<Server, ServerError> {
+    let settings = Arc::new(settings);
+    let http = bind("http", settings.http.addr).await?;
+    let grpc = bind("grpc", settings.grpc.addr).await?;
+    let peer = bind("raft", settings.raft.addr).await?;
+    let local = |l: &TcpListener, what| {
+        l.local_addr().map_err(|source| ServerError::Bind {
+            what,
+            addr: settings.http.addr,
+            source,
+        })
+    };
+    let (http_addr, grpc_addr, raft_addr) = (local(&http, "http")?, local(&grpc, "grpc")?, local(&peer, "raft")?);
+
+    let mut advertised = settings.as_ref().clone();
+    advertised.raft.addr = raft_addr;
+    let member = Member {
+        name: settings.node.name.clone(),
+        addr: advertised.advertise_addr(),
+    };
+    let id = fresh_node_id();
+    let metrics = Metrics::new();
+    let peers = PeerClients::new(settings.raft.rpc_timeout, metrics.clone());
+    let network = PeerNetwork {
+        id,
+        clients: peers.clone(),
+    };
+    let config = Arc::new(settings.openraft_config()?);
+    let sm = StateMachineStore::default();
+    let raft = Raft::new(id, config, network, LogStore::default(), sm.clone())
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    tracing::info!(node_id = id, member = %member, %http_addr, %grpc_addr, %raft_addr, "node started");
+    let node = RaftNode::new(id, member, raft, sm, peers, settings, metrics);
+    Ok(Server {
+        node,
+        http,
+        grpc,
+        peer,
+        http_addr,
+        grpc_addr,
+        raft_addr,
+    })
+}
+
+impl Server {
+    /// The node handle.
+    pub fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully within the configured
+    /// deadline.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let node = self.node.clone();
+        let deadline = node.settings().shutdown.deadline;
+        let (stop_clients_tx, stop_clients) = watch::channel(false);
+        let (stop_peer_tx, stop_peer) = watch::channel(false);
+
+        let peer_server = tonic::transport::Server::builder()
+            .add_service(
+                RaftPeerServer::new(PeerService::new(node.clone()))
+                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.peer), wait_for(stop_peer.clone()));
+        let peer_task = tokio::spawn(peer_server);
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServerError::Serve {
+                what: "grpc",
+                message: format!("reflection: {e}"),
+            })?;
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(StudentServiceServer::new(StudentGrpc::new(node.clone())))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc), wait_for(stop_clients.clone()));
+        let grpc_task = tokio::spawn(grpc_server);
+
+        let app = crate::api::rest::router(node.clone());
+        let http_server = axum::serve(self.http, app).with_graceful_shutdown(wait_for(stop_clients.clone()));
+        let http_task = tokio::spawn(async move { http_server.await });
+
+        let formation = tokio::spawn(crate::cluster::form(node.clone(), stop_clients.clone()));
+        let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));
+        let health = tokio::spawn(report_health(node.clone(), health_reporter.clone(), stop_clients.clone()));
+
+        shutdown.await;
+        let started = Instant::now();
+        tracing::info!(?deadline, "shutdown: failing readiness");
+        node.begin_shutdown();
+        health_reporter
+            .set_not_serving::<StudentServiceServer<StudentGrpc>>()
+            .await;
+        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+
+        crate::cluster::hand_over_leadership(&node, deadline / 2).await;
+
+        let _ = stop_clients_tx.send(true);
+        let remaining = deadline.saturating_sub(started.elapsed());
+        let drained = tokio::time::timeout(remaining, async {
+            let _ = tokio::join!(http_task, grpc_task, formation, feeder, health);
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("client connections did not drain before the deadline");
+        }
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(2), node.raft().shutdown()).await {
+            tracing::warn!(error = %e, "raft did not stop in time");
+        }
+        let _ = stop_peer_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), peer_task).await;
+        tracing::info!(elapsed = ?started.elapsed(), "shutdown complete");
+        Ok(())
+    }
+}
+
+async fn wait_for(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Keeps the gRPC health status in line with readiness.
+async fn report_health(
+    node: RaftNode,
+    reporter: tonic_health::server::HealthReporter,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let status = match node.readiness().await {
+            Ok(()) => tonic_health::ServingStatus::Serving,
+            Err(_) => tonic_health::ServingStatus::NotServing,
+        };
+        reporter.set_service_status("", status).await;
+        reporter
+            .set_service_status("openraft_memory.v1.StudentService", status)
+            .await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Mirrors OpenRaft's metrics channel into the Prometheus gauges.
+async fn feed_metrics(node: RaftNode, mut stop: watch::Receiver<bool>) {
+    let mut rx = node.raft().metrics();
+    let m = node.metrics().clone();
+    let mut last_leader = None;
+    loop {
+        let rm = rx.borrow_and_update().clone();
+        m.raft_term.set(rm.current_term as i64);
+        for (state, name) in [
+            (ServerState::Leader, "leader"),
+            (ServerState::Follower, "follower"),
+            (ServerState::Candidate, "candidate"),
+            (ServerState::Learner, "learner"),
+            (ServerState::Shutdown, "shutdown"),
+        ] {
+            m.raft_state.with_label_values(&[name]).set(i64::from(rm.state == state));
+        }
+        m.raft_is_leader.set(i64::from(rm.state == ServerState::Leader));
+        m.raft_has_leader.set(i64::from(rm.current_leader.is_some()));
+        if rm.current_leader.is_some() && rm.current_leader != last_leader {
+            if last_leader.is_some() {
+                m.raft_leader_changes_total.inc();
+            }
+            last_leader = rm.current_leader;
+        }
+        let last_log = rm.last_log_index.unwrap_or(0);
+        m.raft_last_log_index.set(last_log as i64);
+        m.raft_applied_index.set(rm.last_applied.map_or(0, |l| l.index) as i64);
+        m.raft_snapshot_index.set(rm.snapshot.map_or(0, |l| l.index) as i64);
+        m.raft_committed_index.set(node.committed_index().unwrap_or(0) as i64);
+        let membership = rm.membership_config.membership();
+        m.raft_voters.set(membership.voter_ids().count() as i64);
+        m.raft_learners.set(membership.learner_ids().count() as i64);
+        m.raft_replication_lag_entries.reset();
+        if let Some(repl) = &rm.replication {
+            for (peer, matched) in repl {
+                if *peer == rm.id {
+                    continue;
+                }
+                let name = membership.get_node(peer).map_or("unknown", |n| n.name.as_str());
+                let lag = last_log.saturating_sub(matched.map_or(0, |l| l.index));
+                m.raft_replication_lag_entries.with_label_values(&[name]).set(lag as i64);
+            }
+        }
+        m.students.set(node.state_machine().len() as i64);
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

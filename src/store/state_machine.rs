@@ -1,0 +1,274 @@
+//! The replicated state machine: student records keyed by id, plus what OpenRaft needs to
+//! resume (last applied log id, last membership) and the current snapshot.
+//!
+//! Snapshots are the protobuf `StateSnapshot` message: compact, fast to encode, and the same
+//! bytes whether they are installed locally or streamed to a peer.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use prost::Message;
+
+use crate::model::{Command, CommandResult, Student};
+use crate::pb::peer;
+use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+/// The applied state: what every replica agrees on up to `last_applied`.
+#[derive(Debug, Default, Clone)]
+pub struct StateMachineData {
+    /// The last log id applied to `students`.
+    pub last_applied: Option<LogId>,
+    /// The last membership seen in the applied log.
+    pub last_membership: StoredMembership,
+    /// The records.
+    pub students: BTreeMap<i64, Student>,
+}
+
+impl StateMachineData {
+    /// Applies one command; deterministic, so every replica reaches the same outcome.
+    fn apply_command(&mut self, cmd: Command) -> CommandResult {
+        match cmd {
+            Command::Create(s) => match self.students.entry(s.id) {
+                std::collections::btree_map::Entry::Occupied(_) => CommandResult::AlreadyExists(s.id),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(s.clone());
+                    CommandResult::Created(s)
+                }
+            },
+            Command::Update(s) => match self.students.get_mut(&s.id) {
+                Some(slot) => {
+                    *slot = s.clone();
+                    CommandResult::Updated(s)
+                }
+                None => CommandResult::NotFound(s.id),
+            },
+            Command::Delete(id) => match self.students.remove(&id) {
+                Some(_) => CommandResult::Deleted(id),
+                None => CommandResult::NotFound(id),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    data: RwLock<StateMachineData>,
+    current_snapshot: Mutex<Option<StoredSnapshot>>,
+    /// Makes snapshot ids unique even when two snapshots cover the same log id.
+    snapshot_seq: AtomicU64,
+}
+
+/// The state machine store. Clones share state: the API keeps one to read records while
+/// OpenRaft owns another to apply the log.
+#[derive(Debug, Clone, Default)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+impl StateMachineStore {
+    /// Read access to the applied state. Hold it briefly: applying waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, StateMachineData> {
+        self.shared.data.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, StateMachineData> {
+        self.shared.data.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snapshot_slot(&self) -> std::sync::MutexGuard<'_, Option<StoredSnapshot>> {
+        self.shared.current_snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Looks up one record in the applied state.
+    pub fn get(&self, id: i64) -> Option<Student> {
+        self.read().students.get(&id).cloned()
+    }
+
+    /// Up to `limit` records with ids greater than `after`, in id order, and whether more follow.
+    pub fn list(&self, after: Option<i64>, limit: usize) -> (Vec<Student>, bool) {
+        let data = self.read();
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut iter = data.students.range((start, std::ops::Bound::Unbounded));
+        let page: Vec<Student> = iter.by_ref().take(limit).map(|(_, s)| s.clone()).collect();
+        let more = iter.next().is_some();
+        (page, more)
+    }
+
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        self.read().students.len()
+    }
+
+    /// True when there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn encode_students(students: &BTreeMap<i64, Student>) -> Vec<u8> {
+    let msg = peer::StateSnapshot {
+        students: students.values().cloned().map(Into::into).collect(),
+    };
+    msg.encode_to_vec()
+}
+
+fn decode_students(bytes: &[u8]) -> Result<BTreeMap<i64, Student>, prost::DecodeError> {
+    let msg = peer::StateSnapshot::decode(bytes)?;
+    Ok(msg
+        .students
+        .into_iter()
+        .map(|s| (s.id, Student::from(s)))
+        .collect())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // Copy under the read lock, encode outside it, so applying is blocked only briefly.
+        let (last_applied, last_membership, students) = {
+            let data = self.read();
+            (data.last_applied, data.last_membership.clone(), data.students.clone())
+        };
+        let bytes = encode_students(&students);
+        let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, seq),
+            None => format!("--{seq}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        *self.snapshot_slot() = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes.clone(),
+        });
+        tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), bytes = bytes.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let data = self.read();
+        Ok((data.last_applied, data.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<CommandResult>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut data = self.write();
+        let entries = entries.into_iter();
+        let mut results = Vec::with_capacity(entries.size_hint().0);
+        for entry in entries {
+            data.last_applied = Some(entry.log_id);
+            let result = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Normal(cmd) => Some(data.apply_command(cmd)),
+                EntryPayload::Membership(m) => {
+                    data.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                    None
+                }
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let students = decode_students(&bytes).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
+        })?;
+        tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), "installing snapshot");
+        {
+            let mut data = self.write();
+            data.last_applied = meta.last_log_id;
+            data.last_membership = meta.last_membership.clone();
+            data.students = students;
+        }
+        *self.snapshot_slot() = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data: bytes,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.snapshot_slot().as_ref().map(|s| Snapshot {
+            meta: s.meta.clone(),
+            snapshot: Box::new(Cursor::new(s.data.clone())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn student(id: i64) -> Student {
+        Student {
+            id,
+            name: format!("s{id}"),
+            score: 50.0,
+        }
+    }
+
+    #[test]
+    fn commands_have_deterministic_outcomes() {
+        let mut d = StateMachineData::default();
+        assert_eq!(d.apply_command(Command::Create(student(1))), CommandResult::Created(student(1)));
+        assert_eq!(d.apply_command(Command::Create(student(1))), CommandResult::AlreadyExists(1));
+        assert_eq!(d.apply_command(Command::Update(student(2))), CommandResult::NotFound(2));
+        assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::Deleted(1));
+        assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::NotFound(1));
+    }
+
+    #[test]
+    fn snapshot_encoding_round_trips() {
+        let students: BTreeMap<i64, Student> = (1..=100).map(|i| (i, student(i))).collect();
+        let back = decode_students(&encode_students(&students)).expect("decodes");
+        assert_eq!(back, students);
+    }
+
+    #[test]
+    fn list_pages_in_id_order() {
+        let sm = StateMachineStore::default();
+        sm.write().students = (1..=5).map(|i| (i * 10, student(i * 10))).collect();
+        let (page, more) = sm.list(None, 2);
+        assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), vec![10, 20]);
+        assert!(more);
+        let (page, more) = sm.list(Some(20), 10);
+        assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), vec![30, 40, 50]);
+        assert!(!more);
+    }
+}
