@@ -67,7 +67,11 @@ async fn find_cluster(node: &RaftNode, peers: &[String]) -> Option<String> {
         let status = client.status(req).await.ok()?.into_inner();
         (status.initialized && status.node_id != node.id()).then(|| addr.clone())
     });
-    futures::future::join_all(probes).await.into_iter().flatten().next()
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
 }
 
 async fn join_loop(node: &RaftNode, peers: &[String], mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -129,7 +133,12 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     if m.current_leader != Some(node.id()) {
         return true;
     }
-    let others = m.membership_config.membership().voter_ids().filter(|v| *v != node.id()).count();
+    let others = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != node.id())
+        .count();
     if others == 0 {
         return false;
     }
@@ -139,7 +148,10 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     let me = node.id();
     let moved = raft
         .wait(Some(deadline))
-        .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(me), "leadership moved")
+        .metrics(
+            |m| m.current_leader.is_some() && m.current_leader != Some(me),
+            "leadership moved",
+        )
         .await;
     match moved {
         Ok(m) => {

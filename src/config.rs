@@ -54,7 +54,7 @@ join_backoff_max = "5s"
 # "text" or "json".
 format = "text"
 # An EnvFilter directive; RUST_LOG overrides it.
-level = "info"
+level = "info,openraft=warn,openraft_memory=info"
 
 [shutdown]
 # The whole graceful shutdown (leadership transfer and drain) must fit in this.
@@ -259,10 +259,16 @@ impl Settings {
             return invalid("raft.heartbeat_interval", "must be greater than zero");
         }
         if r.election_timeout_min <= r.heartbeat_interval {
-            return invalid("raft.election_timeout_min", "must be greater than raft.heartbeat_interval");
+            return invalid(
+                "raft.election_timeout_min",
+                "must be greater than raft.heartbeat_interval",
+            );
         }
         if r.election_timeout_max <= r.election_timeout_min {
-            return invalid("raft.election_timeout_max", "must be greater than raft.election_timeout_min");
+            return invalid(
+                "raft.election_timeout_max",
+                "must be greater than raft.election_timeout_min",
+            );
         }
         if r.snapshot_after_logs == 0 {
             return invalid("raft.snapshot_after_logs", "must be at least 1");
@@ -283,7 +289,10 @@ impl Settings {
             );
         }
         for p in &self.cluster.peers {
-            if p.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+            if p.rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
                 return invalid("cluster.peers", &format!("`{p}` is not host:port"));
             }
         }
@@ -340,7 +349,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -358,8 +370,11 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[http]\naddr = \"127.0.0.1:9000\"\n[grpc]\naddr = \"127.0.0.1:9001\"\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "[http]\naddr = \"127.0.0.1:9000\"\n[grpc]\naddr = \"127.0.0.1:9001\"\n",
+        )
+        .expect("write");
         let s = Settings::load(Sources {
             file: Some(file),
             env: env(&[

@@ -65,13 +65,15 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help).namespace("openraft_memory"), labels).expect("valid metric");
+    let g =
+        IntGaugeVec::new(Opts::new(name, help).namespace("openraft_memory"), labels).expect("valid metric");
     registry.register(Box::new(g.clone())).expect("unique metric");
     g
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help).namespace("openraft_memory"), labels).expect("valid metric");
+    let c =
+        IntCounterVec::new(Opts::new(name, help).namespace("openraft_memory"), labels).expect("valid metric");
     registry.register(Box::new(c.clone())).expect("unique metric");
     c
 }
@@ -96,7 +98,11 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let raft_leader_changes_total = IntCounter::with_opts(
-            Opts::new("raft_leader_changes_total", "Times the leader known to this node changed").namespace("openraft_memory"),
+            Opts::new(
+                "raft_leader_changes_total",
+                "Times the leader known to this node changed",
+            )
+            .namespace("openraft_memory"),
         )
         .expect("valid metric");
         registry
@@ -118,19 +124,43 @@ impl Metrics {
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
         {
-            let pc = prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "openraft_memory");
+            let pc = prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "openraft_memory",
+            );
             registry.register(Box::new(pc)).expect("unique metric");
         }
         Metrics {
             raft_term: gauge(r, "raft_term", "Current Raft term"),
-            raft_state: gauge_vec(r, "raft_state", "1 for this node's current Raft server state", &["state"]),
+            raft_state: gauge_vec(
+                r,
+                "raft_state",
+                "1 for this node's current Raft server state",
+                &["state"],
+            ),
             raft_is_leader: gauge(r, "raft_is_leader", "1 if this node is the leader"),
             raft_has_leader: gauge(r, "raft_has_leader", "1 if this node knows a current leader"),
             raft_leader_changes_total,
-            raft_last_log_index: gauge(r, "raft_last_log_index", "Index of the last entry in this node's log"),
-            raft_committed_index: gauge(r, "raft_committed_index", "Highest log index known to be committed"),
-            raft_applied_index: gauge(r, "raft_applied_index", "Index of the last entry applied to the state machine"),
-            raft_snapshot_index: gauge(r, "raft_snapshot_index", "Last log index covered by the current snapshot"),
+            raft_last_log_index: gauge(
+                r,
+                "raft_last_log_index",
+                "Index of the last entry in this node's log",
+            ),
+            raft_committed_index: gauge(
+                r,
+                "raft_committed_index",
+                "Highest log index known to be committed",
+            ),
+            raft_applied_index: gauge(
+                r,
+                "raft_applied_index",
+                "Index of the last entry applied to the state machine",
+            ),
+            raft_snapshot_index: gauge(
+                r,
+                "raft_snapshot_index",
+                "Last log index covered by the current snapshot",
+            ),
             raft_replication_lag_entries: gauge_vec(
                 r,
                 "raft_replication_lag_entries",

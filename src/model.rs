@@ -144,12 +144,27 @@ mod tests {
         assert_eq!(Student::validated(-3, "a", 1.0), Err(ValidationError::Id(-3)));
         assert_eq!(Student::validated(1, "   ", 1.0), Err(ValidationError::EmptyName));
         let long = "é".repeat(257);
-        assert_eq!(Student::validated(1, &long, 1.0), Err(ValidationError::NameTooLong(257)));
+        assert_eq!(
+            Student::validated(1, &long, 1.0),
+            Err(ValidationError::NameTooLong(257))
+        );
         assert!(Student::validated(1, &"é".repeat(256), 1.0).is_ok());
-        assert_eq!(Student::validated(1, "a", f32::NAN), Err(ValidationError::ScoreNotFinite));
-        assert_eq!(Student::validated(1, "a", f32::INFINITY), Err(ValidationError::ScoreNotFinite));
-        assert_eq!(Student::validated(1, "a", 100.5), Err(ValidationError::ScoreOutOfRange(100.5)));
-        assert_eq!(Student::validated(1, "a", -0.1), Err(ValidationError::ScoreOutOfRange(-0.1)));
+        assert_eq!(
+            Student::validated(1, "a", f32::NAN),
+            Err(ValidationError::ScoreNotFinite)
+        );
+        assert_eq!(
+            Student::validated(1, "a", f32::INFINITY),
+            Err(ValidationError::ScoreNotFinite)
+        );
+        assert_eq!(
+            Student::validated(1, "a", 100.5),
+            Err(ValidationError::ScoreOutOfRange(100.5))
+        );
+        assert_eq!(
+            Student::validated(1, "a", -0.1),
+            Err(ValidationError::ScoreOutOfRange(-0.1))
+        );
         assert!(Student::validated(1, "a", 0.0).is_ok());
         assert!(Student::validated(1, "a", 100.0).is_ok());
     }

@@ -341,8 +341,17 @@ impl RaftNode {
         }
     }
 
-    async fn forward_write(&self, leader: &Member, cmd: Command, deadline: Instant) -> Result<CommandResult, NodeError> {
-        let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, leader))?;
+    async fn forward_write(
+        &self,
+        leader: &Member,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<CommandResult, NodeError> {
+        let mut client = self
+            .inner
+            .peers
+            .client(&leader.addr)
+            .map_err(|s| status_to_error(s, leader))?;
         let mut req = tonic::Request::new(peer::ClientWriteRequest {
             command: Some(cmd.into()),
         });
@@ -386,7 +395,11 @@ impl RaftNode {
             let r = if leader_id == self.inner.id {
                 self.read_index_local().await
             } else {
-                let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, &leader))?;
+                let mut client = self
+                    .inner
+                    .peers
+                    .client(&leader.addr)
+                    .map_err(|s| status_to_error(s, &leader))?;
                 let mut req = tonic::Request::new(peer::ReadIndexRequest {});
                 req.set_timeout(deadline.saturating_duration_since(Instant::now()));
                 client
@@ -413,7 +426,9 @@ impl RaftNode {
                 .wait(Some(remaining))
                 .applied_index_at_least(Some(index), "read barrier")
                 .await
-                .map_err(|e| NodeError::Timeout(format!("this node did not catch up to the read point: {e}")))?;
+                .map_err(|e| {
+                    NodeError::Timeout(format!("this node did not catch up to the read point: {e}"))
+                })?;
         }
         Ok(())
     }
@@ -448,7 +463,11 @@ impl RaftNode {
             let r = if leader_id == self.inner.id {
                 self.join_as_leader(id, member.clone()).await.map(|_| leader_id)
             } else {
-                let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, &leader))?;
+                let mut client = self
+                    .inner
+                    .peers
+                    .client(&leader.addr)
+                    .map_err(|s| status_to_error(s, &leader))?;
                 let mut req = tonic::Request::new(peer::JoinRequest {
                     node_id: id,
                     member: Some(member.clone().into()),
@@ -500,7 +519,10 @@ impl RaftNode {
         // Stale learners (never promoted) are dropped from the node list too.
         let leftover: BTreeSet<NodeId> = {
             let m = raft.metrics().borrow().membership_config.clone();
-            m.membership().learner_ids().filter(|l| stale.contains(l)).collect()
+            m.membership()
+                .learner_ids()
+                .filter(|l| stale.contains(l))
+                .collect()
         };
         if !leftover.is_empty() {
             raft.change_membership(ChangeMembers::RemoveNodes(leftover), false)
@@ -518,7 +540,11 @@ impl RaftNode {
             let r = if leader_id == self.inner.id {
                 self.remove_as_leader(id).await
             } else {
-                let mut client = self.inner.peers.client(&leader.addr).map_err(|s| status_to_error(s, &leader))?;
+                let mut client = self
+                    .inner
+                    .peers
+                    .client(&leader.addr)
+                    .map_err(|s| status_to_error(s, &leader))?;
                 client
                     .remove_member(peer::RemoveMemberRequest { node_id: id })
                     .await
@@ -615,8 +641,16 @@ impl RaftNode {
             return Err("shutting down".into());
         }
         let m = self.inner.raft.metrics().borrow().clone();
-        if !m.membership_config.membership().voter_ids().any(|v| v == self.inner.id) {
-            return Err(format!("not a voter of the current membership (state {:?})", m.state));
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.inner.id)
+        {
+            return Err(format!(
+                "not a voter of the current membership (state {:?})",
+                m.state
+            ));
         }
         let Some(leader) = m.current_leader else {
             return Err("no known leader".into());
@@ -657,7 +691,10 @@ impl RaftNode {
     /// The peer ids and names of the current membership (for metrics labels).
     pub fn member_names(&self) -> BTreeMap<NodeId, String> {
         let m = self.inner.raft.metrics().borrow().membership_config.clone();
-        m.membership().nodes().map(|(id, n)| (*id, n.name.clone())).collect()
+        m.membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.name.clone()))
+            .collect()
     }
 }
 
@@ -675,9 +712,18 @@ pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
             status.message()
         )),
         Code::NotFound => NodeError::UnknownMember(0),
-        Code::Unavailable => NodeError::NoLeader(format!("leader {} is unreachable: {}", peer.name, status.message())),
+        Code::Unavailable => NodeError::NoLeader(format!(
+            "leader {} is unreachable: {}",
+            peer.name,
+            status.message()
+        )),
         Code::Aborted => NodeError::Membership(status.message().to_owned()),
-        _ => NodeError::Internal(format!("{} answered {:?}: {}", peer.name, status.code(), status.message())),
+        _ => NodeError::Internal(format!(
+            "{} answered {:?}: {}",
+            peer.name,
+            status.code(),
+            status.message()
+        )),
     }
 }
 

@@ -93,7 +93,11 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
             source,
         })
     };
-    let (http_addr, grpc_addr, raft_addr) = (local(&http, "http")?, local(&grpc, "grpc")?, local(&peer, "raft")?);
+    let (http_addr, grpc_addr, raft_addr) = (
+        local(&http, "http")?,
+        local(&grpc, "grpc")?,
+        local(&peer, "raft")?,
+    );
 
     let mut advertised = settings.as_ref().clone();
     advertised.raft.addr = raft_addr;
@@ -171,7 +175,11 @@ impl Server {
 
         let formation = tokio::spawn(crate::cluster::form(node.clone(), stop_clients.clone()));
         let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));
-        let health = tokio::spawn(report_health(node.clone(), health_reporter.clone(), stop_clients.clone()));
+        let health = tokio::spawn(report_health(
+            node.clone(),
+            health_reporter.clone(),
+            stop_clients.clone(),
+        ));
 
         shutdown.await;
         let started = Instant::now();
@@ -180,7 +188,9 @@ impl Server {
         health_reporter
             .set_not_serving::<StudentServiceServer<StudentGrpc>>()
             .await;
-        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
 
         crate::cluster::hand_over_leadership(&node, deadline / 2).await;
 
@@ -244,7 +254,9 @@ async fn feed_metrics(node: RaftNode, mut stop: watch::Receiver<bool>) {
             (ServerState::Learner, "learner"),
             (ServerState::Shutdown, "shutdown"),
         ] {
-            m.raft_state.with_label_values(&[name]).set(i64::from(rm.state == state));
+            m.raft_state
+                .with_label_values(&[name])
+                .set(i64::from(rm.state == state));
         }
         m.raft_is_leader.set(i64::from(rm.state == ServerState::Leader));
         m.raft_has_leader.set(i64::from(rm.current_leader.is_some()));
@@ -256,9 +268,12 @@ async fn feed_metrics(node: RaftNode, mut stop: watch::Receiver<bool>) {
         }
         let last_log = rm.last_log_index.unwrap_or(0);
         m.raft_last_log_index.set(last_log as i64);
-        m.raft_applied_index.set(rm.last_applied.map_or(0, |l| l.index) as i64);
-        m.raft_snapshot_index.set(rm.snapshot.map_or(0, |l| l.index) as i64);
-        m.raft_committed_index.set(node.committed_index().unwrap_or(0) as i64);
+        m.raft_applied_index
+            .set(rm.last_applied.map_or(0, |l| l.index) as i64);
+        m.raft_snapshot_index
+            .set(rm.snapshot.map_or(0, |l| l.index) as i64);
+        m.raft_committed_index
+            .set(node.committed_index().unwrap_or(0) as i64);
         let membership = rm.membership_config.membership();
         m.raft_voters.set(membership.voter_ids().count() as i64);
         m.raft_learners.set(membership.learner_ids().count() as i64);
@@ -270,7 +285,9 @@ async fn feed_metrics(node: RaftNode, mut stop: watch::Receiver<bool>) {
                 }
                 let name = membership.get_node(peer).map_or("unknown", |n| n.name.as_str());
                 let lag = last_log.saturating_sub(matched.map_or(0, |l| l.index));
-                m.raft_replication_lag_entries.with_label_values(&[name]).set(lag as i64);
+                m.raft_replication_lag_entries
+                    .with_label_values(&[name])
+                    .set(lag as i64);
             }
         }
         m.students.set(node.state_machine().len() as i64);

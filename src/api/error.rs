@@ -56,7 +56,12 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => (StatusCode::BAD_REQUEST, "invalid-field", "Invalid field", false),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request", false),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", false),
+            ApiError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                false,
+            ),
             ApiError::UnsupportedMediaType(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -65,13 +70,31 @@ impl ApiError {
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found", false),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already-exists", "Already exists", false),
-            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "no-leader", "No leader available", true)
-            }
-            ApiError::Node(N::Timeout(_)) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", "Not committed in time", true),
-            ApiError::Node(N::Membership(_)) => (StatusCode::CONFLICT, "membership-change", "Membership change refused", true),
+            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-leader",
+                "No leader available",
+                true,
+            ),
+            ApiError::Node(N::Timeout(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Not committed in time",
+                true,
+            ),
+            ApiError::Node(N::Membership(_)) => (
+                StatusCode::CONFLICT,
+                "membership-change",
+                "Membership change refused",
+                true,
+            ),
             ApiError::Node(N::UnknownMember(_)) => (StatusCode::NOT_FOUND, "not-found", "Not found", false),
-            ApiError::Node(N::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", true),
+            ApiError::Node(N::Internal(_)) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                true,
+            ),
         }
     }
 
@@ -96,10 +119,13 @@ impl IntoResponse for ApiError {
         }
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(problem)).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -115,7 +141,9 @@ impl From<ApiError> for tonic::Status {
             ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
             ApiError::NotFound(_) | ApiError::Node(N::UnknownMember(_)) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown | N::Timeout(_)) => Code::Unavailable,
+            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown | N::Timeout(_)) => {
+                Code::Unavailable
+            }
             ApiError::Node(N::Membership(_)) => Code::FailedPrecondition,
             ApiError::Node(N::Internal(_)) => Code::Internal,
         };

@@ -43,9 +43,9 @@ impl StudentGrpc {
             CommandResult::Created(s) | CommandResult::Updated(s) => Ok(Some(s)),
             CommandResult::Deleted(_) => Ok(None),
             CommandResult::NotFound(id) => Err(ApiError::NotFound(format!("no student with id {id}"))),
-            CommandResult::AlreadyExists(id) => {
-                Err(ApiError::AlreadyExists(format!("a student with id {id} exists already")))
-            }
+            CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!(
+                "a student with id {id} exists already"
+            ))),
         }
     }
 }
@@ -76,7 +76,9 @@ fn code_name(code: tonic::Code) -> &'static str {
 
 fn consistency(raw: i32) -> Result<Consistency, ApiError> {
     match client::Consistency::try_from(raw) {
-        Ok(client::Consistency::Unspecified | client::Consistency::Linearizable) => Ok(Consistency::Linearizable),
+        Ok(client::Consistency::Unspecified | client::Consistency::Linearizable) => {
+            Ok(Consistency::Linearizable)
+        }
         Ok(client::Consistency::Local) => Ok(Consistency::Local),
         Err(_) => Err(ApiError::BadRequest(format!("unknown consistency value {raw}"))),
     }
@@ -87,7 +89,9 @@ fn required(student: Option<client::Student>) -> Result<client::Student, ApiErro
 }
 
 fn internal(what: &str) -> ApiError {
-    ApiError::Node(crate::node::NodeError::Internal(format!("{what} returned no record")))
+    ApiError::Node(crate::node::NodeError::Internal(format!(
+        "{what} returned no record"
+    )))
 }
 
 #[tonic::async_trait]
@@ -101,7 +105,10 @@ impl StudentService for StudentGrpc {
         let result = async {
             let s = required(request.into_inner().student)?;
             let student = Student::validated(s.id, &s.name, s.score)?;
-            let created = self.write(Command::Create(student)).await?.ok_or_else(|| internal("create"))?;
+            let created = self
+                .write(Command::Create(student))
+                .await?
+                .ok_or_else(|| internal("create"))?;
             Ok::<_, ApiError>(Response::new(created.into()))
         }
         .await
@@ -141,7 +148,10 @@ impl StudentService for StudentGrpc {
         let result = async {
             let s = required(request.into_inner().student)?;
             let student = Student::validated(s.id, &s.name, s.score)?;
-            let updated = self.write(Command::Update(student)).await?.ok_or_else(|| internal("update"))?;
+            let updated = self
+                .write(Command::Update(student))
+                .await?
+                .ok_or_else(|| internal("update"))?;
             Ok::<_, ApiError>(Response::new(updated.into()))
         }
         .await
@@ -188,10 +198,16 @@ impl StudentService for StudentGrpc {
                 None
             } else {
                 Some(req.page_token.parse::<i64>().map_err(|_| {
-                    ApiError::BadRequest(format!("`page_token` `{}` is not a token this API issued", req.page_token))
+                    ApiError::BadRequest(format!(
+                        "`page_token` `{}` is not a token this API issued",
+                        req.page_token
+                    ))
                 })?)
             };
-            let (students, more) = self.node.list(after, limit, consistency(req.consistency)?).await?;
+            let (students, more) = self
+                .node
+                .list(after, limit, consistency(req.consistency)?)
+                .await?;
             let next_page_token = match (more, students.last()) {
                 (true, Some(last)) => last.id.to_string(),
                 _ => String::new(),

@@ -85,7 +85,9 @@ where
 
 fn json_rejection(r: JsonRejection) -> ApiError {
     match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!("request body too large: {}", r.body_text())),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(format!("request body too large: {}", r.body_text()))
+        }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::UnsupportedMediaType("expected a body with `Content-Type: application/json`".into())
         }
@@ -94,12 +96,18 @@ fn json_rejection(r: JsonRejection) -> ApiError {
 }
 
 fn path_id(p: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
-    let Path(id) = p.map_err(|r| ApiError::BadRequest(format!("the id in the path must be an integer: {}", r.body_text())))?;
+    let Path(id) = p.map_err(|r| {
+        ApiError::BadRequest(format!(
+            "the id in the path must be an integer: {}",
+            r.body_text()
+        ))
+    })?;
     Ok(validate_id(id)?)
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v).map_err(|r| ApiError::BadRequest(r.body_text()))
+    q.map(|Query(v)| v)
+        .map_err(|r| ApiError::BadRequest(r.body_text()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,15 +170,24 @@ fn outcome(r: CommandResult) -> Result<Option<Student>, ApiError> {
         CommandResult::Created(s) | CommandResult::Updated(s) => Ok(Some(s)),
         CommandResult::Deleted(_) => Ok(None),
         CommandResult::NotFound(id) => Err(ApiError::NotFound(format!("no student with id {id}"))),
-        CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!("a student with id {id} exists already"))),
+        CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!(
+            "a student with id {id} exists already"
+        ))),
     }
 }
 
 #[tracing::instrument(skip_all, fields(id = body.id))]
-async fn create_student(State(node): State<RaftNode>, Body(body): Body<CreateBody>) -> Result<Response, ApiError> {
+async fn create_student(
+    State(node): State<RaftNode>,
+    Body(body): Body<CreateBody>,
+) -> Result<Response, ApiError> {
     let student = Student::validated(body.id, &body.name, body.score)?;
     let created = outcome(node.write(Command::Create(student)).await?)?;
-    let student = created.ok_or_else(|| ApiError::Node(crate::node::NodeError::Internal("create returned no record".into())))?;
+    let student = created.ok_or_else(|| {
+        ApiError::Node(crate::node::NodeError::Internal(
+            "create returned no record".into(),
+        ))
+    })?;
     let location = format!("/students/{}", student.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(student)).into_response())
 }
@@ -198,9 +215,11 @@ async fn update_student(
     let id = path_id(id)?;
     let student = Student::validated(id, &body.name, body.score)?;
     let updated = outcome(node.write(Command::Update(student)).await?)?;
-    updated
-        .map(Json)
-        .ok_or_else(|| ApiError::Node(crate::node::NodeError::Internal("update returned no record".into())))
+    updated.map(Json).ok_or_else(|| {
+        ApiError::Node(crate::node::NodeError::Internal(
+            "update returned no record".into(),
+        ))
+    })
 }
 
 #[tracing::instrument(skip_all)]
@@ -221,7 +240,9 @@ async fn list_students(
     let params = query(params)?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("`limit` must be between 1 and {MAX_PAGE_SIZE}, got {limit}")));
+        return Err(ApiError::BadRequest(format!(
+            "`limit` must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
+        )));
     }
     let (students, more) = node.list(params.after, limit, params.consistency.into()).await?;
     let next_after = if more { students.last().map(|s| s.id) } else { None };
@@ -240,7 +261,10 @@ struct AddMemberBody {
     addr: String,
 }
 
-async fn add_member(State(node): State<RaftNode>, Body(body): Body<AddMemberBody>) -> Result<Response, ApiError> {
+async fn add_member(
+    State(node): State<RaftNode>,
+    Body(body): Body<AddMemberBody>,
+) -> Result<Response, ApiError> {
     if body.name.trim().is_empty() || body.addr.trim().is_empty() {
         return Err(ApiError::BadRequest("`name` and `addr` must not be empty".into()));
     }
@@ -259,7 +283,8 @@ async fn remove_member(
     State(node): State<RaftNode>,
     id: Result<Path<u64>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Path(id) = id.map_err(|r| ApiError::BadRequest(format!("the member id must be an integer: {}", r.body_text())))?;
+    let Path(id) =
+        id.map_err(|r| ApiError::BadRequest(format!("the member id must be an integer: {}", r.body_text())))?;
     node.remove_member(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -274,7 +299,11 @@ struct Health {
 async fn livez(State(node): State<RaftNode>) -> Response {
     let running = node.raft().metrics().borrow().running_state.clone();
     match running {
-        Ok(()) => Json(Health { status: "ok", reason: None }).into_response(),
+        Ok(()) => Json(Health {
+            status: "ok",
+            reason: None,
+        })
+        .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
@@ -288,7 +317,11 @@ async fn livez(State(node): State<RaftNode>) -> Response {
 
 async fn readyz(State(node): State<RaftNode>) -> Response {
     match node.readiness().await {
-        Ok(()) => Json(Health { status: "ready", reason: None }).into_response(),
+        Ok(()) => Json(Health {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {

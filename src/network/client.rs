@@ -144,7 +144,10 @@ impl PeerConnection {
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded(format!("{rpc} to {} timed out", self.member))),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{rpc} to {} timed out",
+                self.member
+            ))),
         };
         self.clients
             .metrics()
@@ -154,7 +157,10 @@ impl PeerConnection {
         result
     }
 
-    fn decode_err<E: std::error::Error>(&self, e: impl std::error::Error + 'static) -> RPCError<NodeId, Member, E> {
+    fn decode_err<E: std::error::Error>(
+        &self,
+        e: impl std::error::Error + 'static,
+    ) -> RPCError<NodeId, Member, E> {
         RPCError::Network(NetworkError::new(&e))
     }
 }
@@ -196,8 +202,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>>
-    {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         // OpenRaft only calls this from its default `full_snapshot`, which we replace with a
         // streaming RPC below; reaching here would be an OpenRaft behaviour change.
         Err(RPCError::Network(NetworkError::new(&Status::unimplemented(
@@ -217,7 +225,10 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             vote: Some(rpc.vote.into()),
             last_log_id: log_id_to_pb(rpc.last_log_id),
         };
-        let resp = self.timed("vote", timeout, client.vote(req)).await.map_err(to_err)?;
+        let resp = self
+            .timed("vote", timeout, client.vote(req))
+            .await
+            .map_err(to_err)?;
         let vote = resp
             .vote
             .ok_or(crate::pb::MissingField("vote_response.vote"))
@@ -265,11 +276,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = send => r,
         };
-        let resp = resp.map_err(|s| match rpc_error::<Fatal<NodeId>>(s, self.id, self.target, RPCTypes::InstallSnapshot, timeout) {
-            RPCError::Timeout(t) => StreamingError::Timeout(t),
-            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
-            RPCError::Network(n) => StreamingError::Network(n),
-            other => StreamingError::Network(NetworkError::new(&other)),
+        let resp = resp.map_err(|s| {
+            match rpc_error::<Fatal<NodeId>>(s, self.id, self.target, RPCTypes::InstallSnapshot, timeout) {
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                other => StreamingError::Network(NetworkError::new(&other)),
+            }
         })?;
         let vote = resp
             .vote
@@ -281,6 +294,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 
     fn backoff(&self) -> Backoff {
         // Exponential from 100 ms to 2 s: quick to notice a restarted peer, quiet for a dead one.
-        Backoff::new((0..).map(|i: u32| Duration::from_millis(100u64.saturating_mul(1 << i.min(5)).min(2000))))
+        Backoff::new(
+            (0..).map(|i: u32| Duration::from_millis(100u64.saturating_mul(1 << i.min(5)).min(2000))),
+        )
     }
 }

@@ -38,7 +38,10 @@ fn fatal(e: impl std::fmt::Display) -> Status {
 
 #[tonic::async_trait]
 impl peer::raft_peer_server::RaftPeer for PeerService {
-    async fn vote(&self, request: Request<peer::VoteRequest>) -> Result<Response<peer::VoteResponse>, Status> {
+    async fn vote(
+        &self,
+        request: Request<peer::VoteRequest>,
+    ) -> Result<Response<peer::VoteResponse>, Status> {
         let req = request.into_inner();
         let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
         let rpc = VoteRequest {
@@ -90,7 +93,9 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             AppendEntriesResponse::Conflict => R::Conflict(peer::Empty {}),
             AppendEntriesResponse::HigherVote(v) => R::HigherVote(v.into()),
         };
-        Ok(Response::new(peer::AppendEntriesResponse { result: Some(result) }))
+        Ok(Response::new(peer::AppendEntriesResponse {
+            result: Some(result),
+        }))
     }
 
     async fn install_snapshot(
@@ -103,10 +108,14 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let Some(peer::snapshot_chunk::Kind::Header(header)) = first.kind else {
-            return Err(Status::invalid_argument("snapshot stream must start with a header"));
+            return Err(Status::invalid_argument(
+                "snapshot stream must start with a header",
+            ));
         };
-        let vote = Vote::try_from(header.vote.ok_or(MissingField("header.vote")).map_err(bad)?).map_err(bad)?;
-        let meta = SnapshotMeta::try_from(header.meta.ok_or(MissingField("header.meta")).map_err(bad)?).map_err(bad)?;
+        let vote =
+            Vote::try_from(header.vote.ok_or(MissingField("header.vote")).map_err(bad)?).map_err(bad)?;
+        let meta = SnapshotMeta::try_from(header.meta.ok_or(MissingField("header.meta")).map_err(bad)?)
+            .map_err(bad)?;
         let mut data = Vec::new();
         while let Some(chunk) = stream.next().await {
             match chunk?.kind {
@@ -137,7 +146,11 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         let deadline = Instant::now() + self.node.settings().raft.write_timeout;
         let req = request.into_inner();
         let cmd = Command::try_from(req.command.ok_or(MissingField("command")).map_err(bad)?).map_err(bad)?;
-        let result = self.node.write_local(cmd, deadline).await.map_err(error_to_status)?;
+        let result = self
+            .node
+            .write_local(cmd, deadline)
+            .await
+            .map_err(error_to_status)?;
         Ok(Response::new(peer::ClientWriteResponse {
             result: Some(result.into()),
             log_index: 0,
@@ -152,11 +165,16 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         Ok(Response::new(peer::ReadIndexResponse { index }))
     }
 
-    async fn join(&self, request: Request<peer::JoinRequest>) -> Result<Response<peer::JoinResponse>, Status> {
+    async fn join(
+        &self,
+        request: Request<peer::JoinRequest>,
+    ) -> Result<Response<peer::JoinResponse>, Status> {
         let req = request.into_inner();
         let member = req.member.ok_or(MissingField("member")).map_err(bad)?;
         if member.name.is_empty() || member.addr.is_empty() {
-            return Err(Status::invalid_argument("a joining member needs a name and an address"));
+            return Err(Status::invalid_argument(
+                "a joining member needs a name and an address",
+            ));
         }
         let leader_id = self
             .node
@@ -177,7 +195,10 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         Ok(Response::new(peer::RemoveMemberResponse {}))
     }
 
-    async fn status(&self, _request: Request<peer::StatusRequest>) -> Result<Response<peer::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<peer::StatusRequest>,
+    ) -> Result<Response<peer::StatusResponse>, Status> {
         Ok(Response::new(self.node.status()))
     }
 }

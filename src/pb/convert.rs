@@ -132,8 +132,7 @@ impl From<peer::Membership> for Membership {
             .into_iter()
             .map(|c| c.ids.into_iter().collect())
             .collect();
-        let nodes: BTreeMap<NodeId, Member> =
-            m.nodes.into_iter().map(|(id, n)| (id, n.into())).collect();
+        let nodes: BTreeMap<NodeId, Member> = m.nodes.into_iter().map(|(id, n)| (id, n.into())).collect();
         Membership::new(configs, nodes)
     }
 }
@@ -257,8 +256,7 @@ impl TryFrom<peer::SnapshotMeta> for SnapshotMeta {
     fn try_from(m: peer::SnapshotMeta) -> Result<Self, MissingField> {
         Ok(SnapshotMeta {
             last_log_id: log_id_from_pb(m.last_log_id)?,
-            last_membership: need(m.last_membership, "snapshot_meta.last_membership")?
-                .try_into()?,
+            last_membership: need(m.last_membership, "snapshot_meta.last_membership")?.try_into()?,
             snapshot_id: m.snapshot_id,
         })
     }

@@ -25,5 +25,4 @@ pub use openraft_memory::peer::v1 as peer;
 pub use openraft_memory::v1 as client;
 
 /// The encoded file descriptors of both protocols, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    tonic::include_file_descriptor_set!("openraft_memory_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("openraft_memory_descriptor");

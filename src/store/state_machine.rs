@@ -86,7 +86,10 @@ impl StateMachineStore {
     }
 
     fn snapshot_slot(&self) -> std::sync::MutexGuard<'_, Option<StoredSnapshot>> {
-        self.shared.current_snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .current_snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Looks up one record in the applied state.
@@ -136,7 +139,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // Copy under the read lock, encode outside it, so applying is blocked only briefly.
         let (last_applied, last_membership, students) = {
             let data = self.read();
-            (data.last_applied, data.last_membership.clone(), data.students.clone())
+            (
+                data.last_applied,
+                data.last_membership.clone(),
+                data.students.clone(),
+            )
         };
         let bytes = encode_students(&students);
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
@@ -206,9 +213,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let students = decode_students(&bytes).map_err(|e| {
-            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
-        })?;
+        let students = decode_students(&bytes)
+            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), "installing snapshot");
         {
             let mut data = self.write();
@@ -246,9 +252,18 @@ mod tests {
     #[test]
     fn commands_have_deterministic_outcomes() {
         let mut d = StateMachineData::default();
-        assert_eq!(d.apply_command(Command::Create(student(1))), CommandResult::Created(student(1)));
-        assert_eq!(d.apply_command(Command::Create(student(1))), CommandResult::AlreadyExists(1));
-        assert_eq!(d.apply_command(Command::Update(student(2))), CommandResult::NotFound(2));
+        assert_eq!(
+            d.apply_command(Command::Create(student(1))),
+            CommandResult::Created(student(1))
+        );
+        assert_eq!(
+            d.apply_command(Command::Create(student(1))),
+            CommandResult::AlreadyExists(1)
+        );
+        assert_eq!(
+            d.apply_command(Command::Update(student(2))),
+            CommandResult::NotFound(2)
+        );
         assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::Deleted(1));
         assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::NotFound(1));
     }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Starts a local cluster of N nodes (default 3) on loopback and stops it on Ctrl-C.
+#   node i: REST 127.0.0.1:(8080+i)  client gRPC 127.0.0.1:(50051+10*i)  peer 127.0.0.1:(50052+10*i)
+# Usage: scripts/local-cluster.sh [N]        (BIN=path/to/openraft-memory to skip the build)
+set -euo pipefail
+n=${1:-3}
+cd "$(dirname "$0")/.."
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=target/release/openraft-memory
+fi
+peers=""
+for i in $(seq 0 $((n - 1))); do
+  peers+="${peers:+,}127.0.0.1:$((50052 + 10 * i))"
+done
+pids=()
+stop() {
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+mkdir -p target/local-cluster
+for i in $(seq 0 $((n - 1))); do
+  "$BIN" serve --node-name "node-$i" \
+    --http-addr "127.0.0.1:$((8080 + i))" \
+    --grpc-addr "127.0.0.1:$((50051 + 10 * i))" \
+    --raft-addr "127.0.0.1:$((50052 + 10 * i))" \
+    --peers "$peers" >"target/local-cluster/node-$i.log" 2>&1 &
+  pids+=($!)
+  echo "node-$i: REST http://127.0.0.1:$((8080 + i))  gRPC 127.0.0.1:$((50051 + 10 * i))  log target/local-cluster/node-$i.log"
+done
+echo "waiting for all nodes to be ready (Ctrl-C stops the cluster)"
+for i in $(seq 0 $((n - 1))); do
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$((8080 + i))/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+done
+curl -s http://127.0.0.1:8080/cluster && echo
+wait

@@ -1,0 +1,623 @@
+//! Cluster tests against real processes on loopback: formation, CRUD over REST and gRPC on
+//! leaders and followers, error contracts, failover, rejoin through a snapshot, graceful
+//! leader shutdown and writes without quorum.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use openraft_memory::pb::client;
+use serde_json::{Value, json};
+use tonic::Code;
+use util::{Cluster, Node, client as http, fresh_ip, json_student, wait_for};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn post(node: &Node, body: &Value) -> reqwest::Response {
+    http()
+        .post(format!("{}/students", node.http()))
+        .json(body)
+        .send()
+        .await
+        .expect("post")
+}
+
+async fn get_json(url: String) -> (u16, Value) {
+    let r = http().get(url).send().await.expect("get");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_without_peers_initialises_itself() {
+    let mut node = Node::new("solo", fresh_ip(), vec![], vec![]);
+    node.start();
+    wait_for("single node ready", Duration::from_secs(20), || async {
+        node.ready().await.then_some(())
+    })
+    .await;
+    let r = post(&node, &json_student(1, "Ada", 91.5)).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["location"], "/students/1");
+    let c = node.cluster().await.expect("cluster");
+    assert_eq!(c["voters"].as_array().map(Vec::len), Some(1));
+    assert_eq!(c["leader"]["name"], "solo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_started_together_form_exactly_one_cluster() {
+    let started = Instant::now();
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    eprintln!("3-voter cluster ready after {:?}", started.elapsed());
+    // Every node reports the same voter ids: one cluster, not three.
+    let mut voter_sets = Vec::new();
+    for n in &c.nodes {
+        let info = n.cluster().await.expect("cluster");
+        let mut ids: Vec<u64> = info["voters"]
+            .as_array()
+            .expect("voters")
+            .iter()
+            .filter_map(|v| v["id"].as_u64())
+            .collect();
+        ids.sort_unstable();
+        voter_sets.push(ids);
+    }
+    assert!(voter_sets.windows(2).all(|w| w[0] == w[1]), "{voter_sets:?}");
+    assert_eq!(
+        c.nodes[leader].name, "db-0",
+        "ordinal 0 bootstraps and leads first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_over_rest_and_grpc_on_leader_and_follower() {
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let follower = (leader + 1) % 3;
+    let (l, f) = (&c.nodes[leader], &c.nodes[follower]);
+
+    // REST: create on the leader and on a follower (forwarded).
+    assert_eq!(post(l, &json_student(1, "Ada", 91.5)).await.status(), 201);
+    let r = post(f, &json_student(2, "  Grace  ", 88.0)).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.expect("json")["name"], "Grace");
+    assert_eq!(post(f, &json_student(2, "Dup", 1.0)).await.status(), 409);
+
+    // Every node answers a linearizable read with the write just acknowledged.
+    for n in &c.nodes {
+        let (status, body) = get_json(format!("{}/students/2", n.http())).await;
+        assert_eq!(status, 200, "{}", n.name);
+        assert_eq!(body, json_student(2, "Grace", 88.0));
+    }
+    // Update through a follower, delete through the leader.
+    let r = http()
+        .put(format!("{}/students/1", f.http()))
+        .json(&json!({"name": "Ada L.", "score": 99.0}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 200);
+    for n in &c.nodes {
+        let (_, body) = get_json(format!("{}/students/1", n.http())).await;
+        assert_eq!(body["name"], "Ada L.", "{}", n.name);
+    }
+    let r = http()
+        .delete(format!("{}/students/1", l.http()))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 204);
+    let r = http()
+        .delete(format!("{}/students/1", f.http()))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 404);
+    for n in &c.nodes {
+        let (status, _) = get_json(format!("{}/students/1", n.http())).await;
+        assert_eq!(status, 404, "{}", n.name);
+    }
+    let r = http()
+        .put(format!("{}/students/1", f.http()))
+        .json(&json!({"name": "Gone", "score": 1.0}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 404);
+
+    // List with pagination, ordered by id.
+    for id in 10..=14 {
+        assert_eq!(
+            post(f, &json_student(id, &format!("s{id}"), 50.0)).await.status(),
+            201
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<i64> = None;
+    loop {
+        let url = match after {
+            Some(a) => format!("{}/students?limit=2&after={a}", f.http()),
+            None => format!("{}/students?limit=2", f.http()),
+        };
+        let (status, page) = get_json(url).await;
+        assert_eq!(status, 200);
+        let students = page["students"].as_array().expect("students").clone();
+        assert!(students.len() <= 2);
+        seen.extend(students.iter().filter_map(|s| s["id"].as_i64()));
+        match page["next_after"].as_i64() {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![2, 10, 11, 12, 13, 14]);
+    let (status, page) = get_json(format!("{}/students?consistency=local&limit=1000", l.http())).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["students"].as_array().map(Vec::len), Some(6));
+
+    // gRPC: the same operations, through the follower.
+    let mut g = f.grpc().await;
+    let created = g
+        .create_student(client::CreateStudentRequest {
+            student: Some(client::Student {
+                id: 100,
+                name: "Linus".into(),
+                score: 70.0,
+            }),
+        })
+        .await
+        .expect("grpc create")
+        .into_inner();
+    assert_eq!(created.name, "Linus");
+    let err = g
+        .create_student(client::CreateStudentRequest {
+            student: Some(created.clone()),
+        })
+        .await
+        .expect_err("duplicate");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let mut gl = l.grpc().await;
+    let got = gl
+        .get_student(client::GetStudentRequest {
+            id: 100,
+            consistency: client::Consistency::Linearizable as i32,
+        })
+        .await
+        .expect("grpc get")
+        .into_inner();
+    assert_eq!(got, created);
+    let updated = g
+        .update_student(client::UpdateStudentRequest {
+            student: Some(client::Student {
+                id: 100,
+                name: "Linus T.".into(),
+                score: 71.5,
+            }),
+        })
+        .await
+        .expect("grpc update")
+        .into_inner();
+    assert_eq!(updated.score, 71.5);
+    let page = g
+        .list_students(client::ListStudentsRequest {
+            page_size: 3,
+            page_token: String::new(),
+            consistency: 0,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        page.students.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![2, 10, 11]
+    );
+    assert_eq!(page.next_page_token, "11");
+    let page = g
+        .list_students(client::ListStudentsRequest {
+            page_size: 100,
+            page_token: page.next_page_token,
+            consistency: client::Consistency::Local as i32,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(page.students.last().map(|s| s.id), Some(100));
+    assert!(page.next_page_token.is_empty());
+    g.delete_student(client::DeleteStudentRequest { id: 100 })
+        .await
+        .expect("grpc delete");
+    let err = gl
+        .get_student(client::GetStudentRequest {
+            id: 100,
+            consistency: 0,
+        })
+        .await
+        .expect_err("deleted");
+    assert_eq!(err.code(), Code::NotFound);
+
+    // gRPC validation and not-found codes.
+    let bad = |id, name: &str, score| client::CreateStudentRequest {
+        student: Some(client::Student {
+            id,
+            name: name.into(),
+            score,
+        }),
+    };
+    for req in [
+        bad(0, "x", 1.0),
+        bad(5, "", 1.0),
+        bad(5, "x", f32::NAN),
+        bad(5, "x", 101.0),
+    ] {
+        assert_eq!(
+            g.create_student(req).await.expect_err("invalid").code(),
+            Code::InvalidArgument
+        );
+    }
+    let err = g
+        .create_student(client::CreateStudentRequest { student: None })
+        .await
+        .expect_err("missing");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = g
+        .delete_student(client::DeleteStudentRequest { id: 999 })
+        .await
+        .expect_err("nf");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = g
+        .list_students(client::ListStudentsRequest {
+            page_size: 5000,
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad page size");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = g
+        .list_students(client::ListStudentsRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // All nodes converge on the same records.
+    let mut views = Vec::new();
+    for n in &c.nodes {
+        let (_, page) = get_json(format!("{}/students?limit=1000", n.http())).await;
+        views.push(page["students"].clone());
+    }
+    assert!(views.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_errors_are_problem_json_with_the_right_status() {
+    let mut node = Node::new(
+        "solo-0",
+        fresh_ip(),
+        vec![],
+        env(&[("OPENRAFT_MEMORY__HTTP__MAX_BODY_BYTES", "1024")]),
+    );
+    node.start();
+    wait_for("ready", Duration::from_secs(20), || async {
+        node.ready().await.then_some(())
+    })
+    .await;
+    assert_eq!(post(&node, &json_student(7, "Ada", 1.0)).await.status(), 201);
+    let raw = |body: &'static str| {
+        let url = format!("{}/students", node.http());
+        async move {
+            http()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("post")
+        }
+    };
+    let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+        (raw("{not json").await, 400, "malformed"),
+        (
+            raw(r#"{"id":1,"name":"a","score":1,"extra":true}"#).await,
+            400,
+            "unknown field",
+        ),
+        (raw(r#"{"id":1,"name":"a"}"#).await, 400, "missing field"),
+        (
+            raw(r#"{"id":1,"name":"a","score":"NaN"}"#).await,
+            400,
+            "NaN string",
+        ),
+        (
+            raw(r#"{"id":1,"name":"a","score":1e39}"#).await,
+            400,
+            "overflowing score",
+        ),
+        (
+            raw(r#"{"id":1,"name":"a","score":100.01}"#).await,
+            400,
+            "score above 100",
+        ),
+        (
+            raw(r#"{"id":1,"name":"a","score":-1}"#).await,
+            400,
+            "negative score",
+        ),
+        (raw(r#"{"id":1,"name":"   ","score":1}"#).await, 400, "blank name"),
+        (raw(r#"{"id":0,"name":"a","score":1}"#).await, 400, "id zero"),
+        (raw(r#"{"id":7,"name":"a","score":1}"#).await, 409, "duplicate id"),
+        (
+            http()
+                .post(format!("{}/students", node.http()))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"id":1,"name":"{}","score":1}}"#, "x".repeat(2000)))
+                .send()
+                .await
+                .expect("post"),
+            413,
+            "body over limit",
+        ),
+        (
+            http()
+                .post(format!("{}/students", node.http()))
+                .body(r#"{"id":1,"name":"a","score":1}"#)
+                .send()
+                .await
+                .expect("post"),
+            415,
+            "no content type",
+        ),
+        (
+            http()
+                .get(format!("{}/students/12345", node.http()))
+                .send()
+                .await
+                .expect("get"),
+            404,
+            "unknown id",
+        ),
+        (
+            http()
+                .get(format!("{}/students/abc", node.http()))
+                .send()
+                .await
+                .expect("get"),
+            400,
+            "non-integer id",
+        ),
+        (
+            http()
+                .get(format!("{}/students?limit=0", node.http()))
+                .send()
+                .await
+                .expect("get"),
+            400,
+            "limit 0",
+        ),
+        (
+            http()
+                .get(format!("{}/students?limit=5000", node.http()))
+                .send()
+                .await
+                .expect("get"),
+            400,
+            "limit too big",
+        ),
+        (
+            http()
+                .get(format!("{}/students/7?consistency=eventual", node.http()))
+                .send()
+                .await
+                .expect("get"),
+            400,
+            "bad consistency",
+        ),
+        (
+            http()
+                .put(format!("{}/students/7", node.http()))
+                .json(&json!({"name": "a", "score": 1, "id": 8}))
+                .send()
+                .await
+                .expect("put"),
+            400,
+            "id in update body",
+        ),
+        (
+            http()
+                .get(format!("{}/nowhere", node.http()))
+                .send()
+                .await
+                .expect("get"),
+            404,
+            "unknown route",
+        ),
+    ];
+    for (resp, status, what) in cases {
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
+        let body: Value = resp.json().await.expect("problem body");
+        assert_eq!(body["status"], status, "{what}");
+        assert!(body["type"].as_str().is_some_and(|t| !t.is_empty()), "{what}");
+        assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "{what}");
+        assert!(
+            body["detail"].as_str().is_some_and(|t| !t.is_empty()),
+            "{what}: {body}"
+        );
+    }
+    // Nothing above changed the record that was there.
+    let (_, body) = get_json(format!("{}/students/7", node.http())).await;
+    assert_eq!(body, json_student(7, "Ada", 1.0));
+    let (_, page) = get_json(format!("{}/students", node.http())).await;
+    assert_eq!(page["students"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_fails_over_and_rejoins_through_a_snapshot() {
+    // Compact aggressively so the restarted node must catch up through a snapshot.
+    let mut c = Cluster::new(
+        3,
+        env(&[
+            ("OPENRAFT_MEMORY__RAFT__SNAPSHOT_AFTER_LOGS", "20"),
+            ("OPENRAFT_MEMORY__RAFT__LOGS_TO_KEEP", "5"),
+        ]),
+    );
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let old_id = c.nodes[leader].cluster().await.expect("cluster")["node"]["id"]
+        .as_u64()
+        .expect("id");
+    let mut acked = Vec::new();
+    for id in 1..=60 {
+        let n = &c.nodes[(leader + id as usize) % 3];
+        if post(n, &json_student(id, &format!("s{id}"), 10.0)).await.status() == 201 {
+            acked.push(id);
+        }
+    }
+    assert_eq!(acked.len(), 60, "all writes succeed on a healthy cluster");
+
+    c.nodes[leader].kill();
+    let killed_at = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let s0 = survivors[0];
+    let mut next = 1000;
+    wait_for(
+        "a write through a survivor succeeds",
+        Duration::from_secs(15),
+        || {
+            next += 1;
+            let n = &c.nodes[s0];
+            async move { (post(n, &json_student(next, "after", 1.0)).await.status() == 201).then_some(()) }
+        },
+    )
+    .await;
+    eprintln!(
+        "failover: first successful write {:?} after kill -9 of the leader",
+        killed_at.elapsed()
+    );
+    for &s in &survivors {
+        for id in &acked {
+            let (status, _) = get_json(format!("{}/students/{id}", c.nodes[s].http())).await;
+            assert_eq!(status, 200, "acknowledged write {id} lost on {}", c.nodes[s].name);
+        }
+    }
+
+    // Restart the killed node empty: it joins under a new id, catches up, the old id goes.
+    c.nodes[leader].start();
+    c.wait_stable(&[0, 1, 2], 3).await;
+    let info = c.nodes[leader].cluster().await.expect("cluster");
+    let new_id = info["node"]["id"].as_u64().expect("id");
+    assert_ne!(new_id, old_id, "a restarted memory node must not reuse its id");
+    let voter_ids: Vec<u64> = info["voters"]
+        .as_array()
+        .expect("v")
+        .iter()
+        .filter_map(|v| v["id"].as_u64())
+        .collect();
+    assert!(
+        voter_ids.contains(&new_id) && !voter_ids.contains(&old_id),
+        "{voter_ids:?}"
+    );
+    assert!(
+        info["indexes"]["snapshot"].as_u64().is_some(),
+        "caught up through a snapshot: {info}"
+    );
+    for id in &acked {
+        let (status, _) = get_json(format!(
+            "{}/students/{id}?consistency=local",
+            c.nodes[leader].http()
+        ))
+        .await;
+        assert_eq!(status, 200, "record {id} missing on the rejoined node");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_leader_moves_leadership_and_exits_zero() {
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let other = (leader + 1) % 3;
+    let old_leader_name = c.nodes[leader].name.clone();
+    c.nodes[leader].signal("TERM");
+    // The survivors see another leader while the old leader is still shutting down.
+    let code = {
+        let watcher = &c.nodes[other];
+        let seen = wait_for("a new leader", Duration::from_secs(15), || async {
+            let info = watcher.cluster().await?;
+            let l = info["leader"]["name"].as_str()?.to_owned();
+            (l != old_leader_name).then_some(l)
+        })
+        .await;
+        eprintln!("new leader after SIGTERM: {seen}");
+        c.nodes[leader].wait_exit(Duration::from_secs(25)).await
+    };
+    assert_eq!(code, Some(0));
+    let log = std::fs::read_to_string(&c.nodes[leader].log).expect("log");
+    assert!(
+        log.contains("leadership moved"),
+        "the leader handed over before exiting:\n{log}"
+    );
+    assert_eq!(
+        post(&c.nodes[other], &json_student(1, "after", 1.0))
+            .await
+            .status(),
+        201
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_without_quorum_fail_fast_with_503_and_unavailable() {
+    let mut c = Cluster::new(3, env(&[("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "2s")]));
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    for i in 0..3 {
+        if i != leader {
+            c.nodes[i].kill();
+        }
+    }
+    let l = &c.nodes[leader];
+    let started = Instant::now();
+    let r = post(l, &json_student(1, "x", 1.0)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    let mut g = l.grpc().await;
+    let err = g
+        .create_student(client::CreateStudentRequest {
+            student: Some(client::Student {
+                id: 2,
+                name: "y".into(),
+                score: 1.0,
+            }),
+        })
+        .await
+        .expect_err("no quorum");
+    assert_eq!(err.code(), Code::Unavailable);
+    // The node stays up and says why it is not ready.
+    let r = http()
+        .get(format!("{}/livez", l.http()))
+        .send()
+        .await
+        .expect("livez");
+    assert_eq!(r.status(), 200);
+    let r = wait_for("readyz turns 503", Duration::from_secs(10), || async {
+        let r = http().get(format!("{}/readyz", l.http())).send().await.ok()?;
+        (r.status() == 503).then_some(r)
+    })
+    .await;
+    let body: Value = r.json().await.expect("json");
+    assert!(body["reason"].as_str().is_some_and(|s| !s.is_empty()));
+}
