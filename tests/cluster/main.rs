@@ -47,6 +47,54 @@ async fn single_node_without_peers_initialises_itself() {
     let c = node.cluster().await.expect("cluster");
     assert_eq!(c["voters"].as_array().map(Vec::len), Some(1));
     assert_eq!(c["leader"]["name"], "solo");
+
+    // grpc.health.v1 follows readiness, and reflection lists the client service.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}:{}", node.ip, util::GRPC_PORT))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "openraft_memory.v1.StudentService"] {
+        let status = wait_for("health SERVING", Duration::from_secs(10), || {
+            let mut h = health.clone();
+            async move {
+                let r = h
+                    .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32).then_some(r)
+            }
+        })
+        .await;
+        assert_eq!(status.status, 1);
+    }
+    let err = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "no.such.Service".into() })
+        .await
+        .expect_err("unknown service");
+    assert_eq!(err.code(), Code::NotFound);
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let req = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(futures::stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let resp = stream.message().await.expect("message").expect("one response");
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"openraft_memory.v1.StudentService".to_string()), "{names:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
