@@ -310,6 +310,14 @@ impl RaftNode {
         Err(last_err.unwrap_or_else(|| NodeError::NoLeader("leader kept changing".into())))
     }
 
+    fn observe_peer_rpc(&self, rpc: &str, peer: &Member, started: Instant) {
+        self.inner
+            .metrics
+            .peer_rpc_duration
+            .with_label_values(&[rpc, &peer.name])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// Proposes a write on this node, which must be the leader.
     pub async fn write_local(&self, cmd: Command, deadline: Instant) -> Result<CommandResult, NodeError> {
         if self.is_shutting_down() {
@@ -356,11 +364,10 @@ impl RaftNode {
             command: Some(cmd.into()),
         });
         req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let resp = client
-            .client_write(req)
-            .await
-            .map_err(|s| status_to_error(s, leader))?
-            .into_inner();
+        let started = Instant::now();
+        let resp = client.client_write(req).await;
+        self.observe_peer_rpc("client_write", leader, started);
+        let resp = resp.map_err(|s| status_to_error(s, leader))?.into_inner();
         resp.result
             .ok_or(crate::pb::MissingField("client_write_response.result"))
             .and_then(CommandResult::try_from)
@@ -402,10 +409,10 @@ impl RaftNode {
                     .map_err(|s| status_to_error(s, &leader))?;
                 let mut req = tonic::Request::new(peer::ReadIndexRequest {});
                 req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                client
-                    .read_index(req)
-                    .await
-                    .map(|r| r.into_inner().index)
+                let started = Instant::now();
+                let r = client.read_index(req).await;
+                self.observe_peer_rpc("read_index", &leader, started);
+                r.map(|r| r.into_inner().index)
                     .map_err(|s| status_to_error(s, &leader))
             };
             match r {
