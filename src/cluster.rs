@@ -1,53 +1,154 @@
-//! Cluster formation and upkeep: who initialises, how others join, and how a leader hands
-//! over before it stops.
+//! Cluster formation and upkeep: who initialises, how others join, how members that are
+//! gone for good are removed, and how a leader hands over before it stops.
 //!
 //! The rules (DESIGN.md, "Cluster lifecycle"):
 //! - With no peers the node initialises a single-node cluster by itself.
-//! - Only ordinal 0 may initialise, and only after probing its peers for a while and finding
-//!   none that belongs to a cluster. Everyone else only ever joins.
+//! - Only ordinal 0 may initialise, and only after it has been able to list its peers for
+//!   `cluster.bootstrap_probe` and none of them reported belonging to a cluster. Everyone
+//!   else only ever joins. A DNS outage therefore delays bootstrap; it never causes one.
 //! - Joining is idempotent and retried with capped exponential backoff and jitter until this
 //!   node is a voter. The leader replaces any older member with the same name.
+//! - The leader removes a member whose name has been missing from DNS discovery for longer
+//!   than `cluster.scale_down_grace`, one at a time, never below `cluster.min_voters`. A
+//!   SIGTERM alone never removes anyone: rolling restarts must not shrink the cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use tokio::sync::watch;
 
+use crate::discovery::Peer;
 use crate::model::ordinal_of;
 use crate::node::RaftNode;
 use crate::pb::peer;
 
+/// Lets a repeated warning through at most once per period, so a long outage is visible in
+/// the log without flooding it.
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Self {
+        Throttle { every, last: None }
+    }
+
+    fn ready(&mut self) -> bool {
+        let due = self.last.is_none_or(|t| t.elapsed() >= self.every);
+        if due {
+            self.last = Some(Instant::now());
+        }
+        due
+    }
+}
+
+/// Capped exponential backoff with up to 50 % jitter, so joiners do not retry in lockstep.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next: Duration::from_millis(200),
+            max,
+        }
+    }
+
+    fn step(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);
+        base + Duration::from_millis(jitter)
+    }
+}
+
+/// Sleeps `d`; returns false if `stop` fired first.
+async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    }
+}
+
 /// Forms or joins the cluster; returns once this node is a voter, or when `stop` fires.
-pub async fn form(node: RaftNode, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
     let settings = node.settings().clone();
-    let peers = settings.cluster.peers.clone();
-    let raft = node.raft().clone();
-    if raft.is_initialized().await.unwrap_or(false) {
+    if node.raft().is_initialized().await.unwrap_or(false) {
         return;
     }
-    if peers.is_empty() {
+    let discovery = node.discovery().clone();
+    if discovery.is_standalone() {
         initialize_alone(&node).await;
         return;
     }
-    if ordinal_of(&node.member().name) == Some(0) {
-        let probe_until = Instant::now() + settings.cluster.bootstrap_probe;
-        loop {
-            if *stop.borrow() {
-                return;
+    let is_zero = ordinal_of(&node.member().name) == Some(0);
+    let mut listed_since: Option<Instant> = None;
+    let mut backoff = Backoff::new(settings.cluster.join_backoff_max);
+    let mut dns_warn = Throttle::new(Duration::from_secs(10));
+    let mut join_warn = Throttle::new(Duration::from_secs(5));
+    let mut attempt: usize = 0;
+    loop {
+        if *stop.borrow() || node.is_voter() {
+            return;
+        }
+        let peers = match discovery.peers().await {
+            Ok(p) => p,
+            Err(e) => {
+                if dns_warn.ready() {
+                    tracing::warn!(error = %e, "peer discovery failed; retrying (the cluster forms once discovery answers)");
+                }
+                if !pause(backoff.step(), &mut stop).await {
+                    return;
+                }
+                continue;
             }
-            if let Some(existing) = find_cluster(&node, &peers).await {
-                tracing::info!(peer = %existing, "a peer already belongs to a cluster: joining it instead of initialising");
-                break;
+        };
+        let target = if is_zero {
+            let since = *listed_since.get_or_insert_with(Instant::now);
+            match find_cluster(&node, &peers).await {
+                Some(addr) => {
+                    tracing::info!(peer = %addr, "a peer already belongs to a cluster: joining it instead of initialising");
+                    Some(addr)
+                }
+                None if since.elapsed() >= settings.cluster.bootstrap_probe => {
+                    tracing::info!(probe = ?settings.cluster.bootstrap_probe, peers = peers.len(),
+                        "no peer belongs to a cluster: ordinal 0 initialises it");
+                    initialize_alone(&node).await;
+                    return;
+                }
+                None => {
+                    if !pause(Duration::from_millis(250), &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
             }
-            if Instant::now() >= probe_until {
-                tracing::info!(probe = ?settings.cluster.bootstrap_probe, "no peer belongs to a cluster: ordinal 0 initialises it");
-                initialize_alone(&node).await;
-                return;
+        } else if peers.is_empty() {
+            None
+        } else {
+            attempt += 1;
+            Some(peers[attempt % peers.len()].addr.clone())
+        };
+        if let Some(addr) = target {
+            match request_join(&node, &addr).await {
+                Ok(leader) => {
+                    tracing::info!(via = %addr, leader, node_id = node.id(), "joined the cluster as a voter");
+                    return;
+                }
+                Err(e) if join_warn.ready() => {
+                    tracing::warn!(via = %addr, error = %e, "join failed; retrying")
+                }
+                Err(e) => tracing::debug!(via = %addr, error = %e, "join failed; retrying"),
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if !pause(backoff.step(), &mut stop).await {
+            return;
         }
     }
-    join_loop(&node, &peers, stop).await;
 }
 
 async fn initialize_alone(node: &RaftNode) {
@@ -58,59 +159,16 @@ async fn initialize_alone(node: &RaftNode) {
     }
 }
 
-/// The first peer that reports belonging to a cluster, if any answers so.
-async fn find_cluster(node: &RaftNode, peers: &[String]) -> Option<String> {
-    let probes = peers.iter().map(|addr| async move {
-        let mut client = node.peers().client(addr).ok()?;
+/// The address of the first peer that reports belonging to a cluster, if any does.
+async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Option<String> {
+    let probes = peers.iter().map(|p| async move {
+        let mut client = node.peers().client(&p.addr).ok()?;
         let mut req = tonic::Request::new(peer::StatusRequest {});
         req.set_timeout(Duration::from_millis(500));
         let status = client.status(req).await.ok()?.into_inner();
-        (status.initialized && status.node_id != node.id()).then(|| addr.clone())
+        (status.initialized && status.node_id != node.id()).then(|| p.addr.clone())
     });
-    futures::future::join_all(probes)
-        .await
-        .into_iter()
-        .flatten()
-        .next()
-}
-
-async fn join_loop(node: &RaftNode, peers: &[String], mut stop: tokio::sync::watch::Receiver<bool>) {
-    let max = node.settings().cluster.join_backoff_max;
-    let mut backoff = Duration::from_millis(200);
-    let mut attempt: u64 = 0;
-    let mut last_log = Instant::now() - Duration::from_secs(60);
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        if node.is_voter() {
-            return;
-        }
-        let addr = &peers[(attempt as usize) % peers.len()];
-        attempt += 1;
-        match request_join(node, addr).await {
-            Ok(leader) => {
-                tracing::info!(via = %addr, leader, node_id = node.id(), "joined the cluster as a voter");
-                return;
-            }
-            Err(e) => {
-                // One line every few seconds is enough to tell an operator why we wait.
-                if last_log.elapsed() >= Duration::from_secs(5) {
-                    tracing::warn!(via = %addr, attempt, error = %e, "join failed; retrying");
-                    last_log = Instant::now();
-                } else {
-                    tracing::debug!(via = %addr, attempt, error = %e, "join failed; retrying");
-                }
-            }
-        }
-        let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
-        let sleep = backoff + Duration::from_millis(jitter);
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            _ = stop.changed() => return,
-        }
-        backoff = (backoff * 2).min(max);
-    }
+    futures::future::join_all(probes).await.into_iter().flatten().next()
 }
 
 async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, tonic::Status> {
@@ -124,6 +182,54 @@ async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, tonic::Status>
     Ok(client.join(req).await?.into_inner().leader_id)
 }
 
+/// On the leader, with DNS discovery: removes members whose pods are gone for longer than
+/// the grace period. DNS errors are not absence: nothing is removed while discovery fails.
+pub async fn reconcile(node: RaftNode, mut stop: watch::Receiver<bool>) {
+    if !node.discovery().is_dns() {
+        return;
+    }
+    let settings = node.settings().clone();
+    let grace = settings.cluster.scale_down_grace;
+    let mut absent_since: HashMap<String, Instant> = HashMap::new();
+    while pause(settings.cluster.reconcile_interval, &mut stop).await {
+        if !node.is_leader() {
+            absent_since.clear();
+            continue;
+        }
+        let Ok(peers) = node.discovery().peers().await else {
+            continue;
+        };
+        let mut present: HashSet<String> = peers.into_iter().filter_map(|p| p.name).collect();
+        present.insert(node.member().name.clone());
+        let members = node.member_names();
+        let now = Instant::now();
+        absent_since.retain(|name, _| !present.contains(name) && members.values().any(|n| n == name));
+        for name in members.values().filter(|n| !present.contains(*n)) {
+            absent_since.entry(name.clone()).or_insert_with(|| {
+                tracing::info!(member = %name, ?grace, "member missing from discovery; removing it if it stays missing");
+                now
+            });
+        }
+        let voters = node.voter_ids();
+        let expired = members
+            .iter()
+            .find(|(_, name)| absent_since.get(*name).is_some_and(|t| t.elapsed() >= grace));
+        let Some((&id, name)) = expired else { continue };
+        if voters.contains(&id) && voters.len() <= settings.cluster.min_voters {
+            tracing::warn!(member = %name, voters = voters.len(), min_voters = settings.cluster.min_voters,
+                "member gone past the grace period, but removing it would go below cluster.min_voters");
+            continue;
+        }
+        match node.remove_member_here(id).await {
+            Ok(()) => {
+                tracing::info!(member = %name, node_id = id, "removed a member gone past the grace period");
+                absent_since.remove(name);
+            }
+            Err(e) => tracing::warn!(member = %name, error = %e, "could not remove a departed member"),
+        }
+    }
+}
+
 /// Moves leadership away from this node before it stops: it stops sending heartbeats, so
 /// the followers elect a new leader once the leader lease runs out, and waits for that.
 /// Returns whether another node leads now.
@@ -133,12 +239,7 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     if m.current_leader != Some(node.id()) {
         return true;
     }
-    let others = m
-        .membership_config
-        .membership()
-        .voter_ids()
-        .filter(|v| *v != node.id())
-        .count();
+    let others = m.membership_config.membership().voter_ids().filter(|v| *v != node.id()).count();
     if others == 0 {
         return false;
     }
@@ -148,10 +249,7 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     let me = node.id();
     let moved = raft
         .wait(Some(deadline))
-        .metrics(
-            |m| m.current_leader.is_some() && m.current_leader != Some(me),
-            "leadership moved",
-        )
+        .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(me), "leadership moved")
         .await;
     match moved {
         Ok(m) => {

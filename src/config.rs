@@ -49,6 +49,20 @@ peers = []
 bootstrap_probe = "3s"
 # Longest wait between join attempts.
 join_backoff_max = "5s"
+# The leader removes a member whose name has been missing from DNS discovery this long.
+scale_down_grace = "3m"
+# Automatic removal never takes the number of voters below this (or the current size if smaller).
+min_voters = 3
+# How often the leader compares the membership with discovery.
+reconcile_interval = "5s"
+
+[discovery]
+# "static": the peers are cluster.peers. "dns": the SRV records _raft._tcp.<dns_name>.
+mode = "static"
+# The headless Service's name, e.g. "db.default.svc.cluster.local".
+dns_name = ""
+# IP:PORT of the DNS server to ask; empty: the servers of /etc/resolv.conf.
+dns_server = ""
 
 [log]
 # "text" or "json".
@@ -75,6 +89,8 @@ pub struct Settings {
     pub raft: RaftSettings,
     /// Cluster formation.
     pub cluster: ClusterSettings,
+    /// Peer discovery.
+    pub discovery: DiscoverySettings,
     /// Logging.
     pub log: LogSettings,
     /// Graceful shutdown.
@@ -151,6 +167,48 @@ pub struct ClusterSettings {
     /// Cap of the join retry backoff.
     #[serde(with = "humantime_serde")]
     pub join_backoff_max: Duration,
+    /// How long a member may be missing from discovery before the leader removes it.
+    #[serde(with = "humantime_serde")]
+    pub scale_down_grace: Duration,
+    /// Floor for automatic removals.
+    pub min_voters: usize,
+    /// Period of the leader's membership reconciliation.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+}
+
+/// How peers are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    /// `cluster.peers`.
+    Static,
+    /// SRV records of a headless Service.
+    Dns,
+}
+
+/// Peer discovery settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySettings {
+    /// Static list or DNS.
+    pub mode: DiscoveryMode,
+    /// The headless Service's DNS name (DNS mode).
+    pub dns_name: String,
+    /// A specific DNS server; `None` uses the system configuration.
+    #[serde(deserialize_with = "empty_as_none")]
+    pub dns_server: Option<SocketAddr>,
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let raw = String::deserialize(d)?;
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    raw.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{raw}` is not IP:PORT: {e}")))
 }
 
 /// Log output format.
@@ -279,11 +337,18 @@ impl Settings {
         if self.http.max_body_bytes < 64 {
             return invalid("http.max_body_bytes", "must be at least 64 bytes");
         }
-        if !self.cluster.peers.is_empty() && ordinal_of(&self.node.name).is_none() {
+        if self.discovery.mode == DiscoveryMode::Dns && self.discovery.dns_name.trim().is_empty() {
+            return invalid("discovery.dns_name", "is required when discovery.mode is \"dns\"");
+        }
+        if self.cluster.min_voters == 0 {
+            return invalid("cluster.min_voters", "must be at least 1");
+        }
+        let clustered = !self.cluster.peers.is_empty() || self.discovery.mode == DiscoveryMode::Dns;
+        if clustered && ordinal_of(&self.node.name).is_none() {
             return invalid(
                 "node.name",
                 &format!(
-                    "`{}` has no ordinal; with peers configured the name must end in -N (e.g. db-0) so that only ordinal 0 bootstraps",
+                    "`{}` has no ordinal; with peers or DNS discovery the name must end in -N (e.g. db-0) so that only ordinal 0 bootstraps",
                     self.node.name
                 ),
             );
@@ -302,7 +367,10 @@ impl Settings {
     /// The host:port peers use to reach this node.
     pub fn advertise_addr(&self) -> String {
         let port = self.raft.addr.port();
-        if self.raft.advertise_host.is_empty() {
+        if self.raft.advertise_host.is_empty() && self.discovery.mode == DiscoveryMode::Dns {
+            // On Kubernetes: the pod's stable DNS name under the headless Service.
+            format!("{}.{}:{port}", self.node.name, self.discovery.dns_name.trim_end_matches('.'))
+        } else if self.raft.advertise_host.is_empty() {
             let ip = self.raft.addr.ip();
             if ip.is_unspecified() {
                 // Binding all interfaces says nothing about which one peers can reach.
@@ -391,6 +459,34 @@ mod tests {
         assert_eq!(s.cluster.peers, vec!["a-1:1", "b-2:2"]);
         assert_eq!(s.raft.heartbeat_interval, Duration::from_millis(50));
         assert_eq!(s.node.name, "db-2");
+    }
+
+    #[test]
+    fn dns_discovery_advertises_the_pod_name_under_the_service() {
+        let s = Settings::load(Sources {
+            env: env(&[
+                ("POD_NAME", "db-1"),
+                ("OPENRAFT_MEMORY__DISCOVERY__MODE", "dns"),
+                ("OPENRAFT_MEMORY__DISCOVERY__DNS_NAME", "db.ns.svc.cluster.local"),
+                ("OPENRAFT_MEMORY__DISCOVERY__DNS_SERVER", "127.0.0.1:5353"),
+            ]),
+            ..Default::default()
+        })
+        .expect("loads");
+        assert_eq!(s.advertise_addr(), "db-1.db.ns.svc.cluster.local:50052");
+        assert_eq!(s.discovery.dns_server, Some("127.0.0.1:5353".parse().expect("addr")));
+        let err = Settings::load(Sources {
+            env: env(&[("POD_NAME", "db-1"), ("OPENRAFT_MEMORY__DISCOVERY__MODE", "dns")]),
+            ..Default::default()
+        })
+        .expect_err("dns without a name");
+        assert!(err.to_string().contains("discovery.dns_name"), "{err}");
+        let err = Settings::load(Sources {
+            env: env(&[("OPENRAFT_MEMORY__DISCOVERY__DNS_SERVER", "nope")]),
+            ..Default::default()
+        })
+        .expect_err("bad server");
+        assert!(err.to_string().contains("dns_server"), "{err}");
     }
 
     #[test]

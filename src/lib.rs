@@ -13,6 +13,8 @@
 //!   leadership transfer on shutdown.
 //! - [`api`]: the client edges: REST (axum) and gRPC (tonic) with their error mapping.
 //! - [`config`]: layered, validated settings.
+//! - [`discovery`]: static or DNS (SRV) peer discovery, and host resolution for peer
+//!   connections.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: logging and tracing set-up.
 //! - [`server`]: builds everything, binds the listeners and runs until shutdown.
@@ -20,6 +22,7 @@
 pub mod api;
 pub mod cluster;
 pub mod config;
+pub mod discovery;
 pub mod metrics;
 pub mod model;
 pub mod network;

@@ -47,6 +47,15 @@ struct ServeArgs {
     /// Comma-separated peer addresses, host:port of their peer port (cluster.peers).
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
+    /// Peer discovery: static or dns (discovery.mode).
+    #[arg(long)]
+    discovery: Option<String>,
+    /// Headless Service DNS name; peers are its `_raft._tcp` SRV records (discovery.dns_name).
+    #[arg(long)]
+    dns_name: Option<String>,
+    /// DNS server IP:PORT instead of /etc/resolv.conf (discovery.dns_server).
+    #[arg(long)]
+    dns_server: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long)]
     log_format: Option<String>,
@@ -66,6 +75,9 @@ impl ServeArgs {
         set("raft.addr", &self.raft_addr);
         set("raft.advertise_host", &self.advertise_host);
         set("log.format", &self.log_format);
+        set("discovery.mode", &self.discovery);
+        set("discovery.dns_name", &self.dns_name);
+        set("discovery.dns_server", &self.dns_server);
         if let Some(peers) = &self.peers {
             o.push(("cluster.peers", peers.clone().into()));
         }

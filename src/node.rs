@@ -13,6 +13,7 @@ use openraft::{ChangeMembers, ServerState};
 use tonic::Code;
 
 use crate::config::Settings;
+use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::{Command, CommandResult, Member, Student};
 use crate::network::PeerClients;
@@ -128,6 +129,7 @@ struct Inner {
     raft: Raft,
     sm: StateMachineStore,
     peers: PeerClients,
+    discovery: Discovery,
     settings: Arc<Settings>,
     metrics: Metrics,
     contact: Mutex<LeaderContact>,
@@ -149,12 +151,14 @@ const FORWARD_ATTEMPTS: usize = 3;
 
 impl RaftNode {
     /// Wraps a started Raft instance.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: NodeId,
         member: Member,
         raft: Raft,
         sm: StateMachineStore,
         peers: PeerClients,
+        discovery: Discovery,
         settings: Arc<Settings>,
         metrics: Metrics,
     ) -> Self {
@@ -165,6 +169,7 @@ impl RaftNode {
                 raft,
                 sm,
                 peers,
+                discovery,
                 settings,
                 metrics,
                 contact: Mutex::default(),
@@ -203,6 +208,11 @@ impl RaftNode {
     /// The peer channel pool.
     pub fn peers(&self) -> &PeerClients {
         &self.inner.peers
+    }
+
+    /// Where peers come from.
+    pub fn discovery(&self) -> &Discovery {
+        &self.inner.discovery
     }
 
     /// The state machine (for local reads).
@@ -537,6 +547,22 @@ impl RaftNode {
                 .map_err(|e| membership_error(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// True when this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.id)
+    }
+
+    /// The current voter ids.
+    pub fn voter_ids(&self) -> BTreeSet<NodeId> {
+        let m = self.inner.raft.metrics().borrow().membership_config.clone();
+        m.membership().voter_ids().collect()
+    }
+
+    /// Removes a member (leader only, no forwarding): used by the scale-down reconciler.
+    pub async fn remove_member_here(&self, id: NodeId) -> Result<(), NodeError> {
+        self.remove_as_leader(id).await
     }
 
     /// Removes a member (admin call). Runs on the leader; forwards otherwise.

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::grpc::StudentGrpc;
 use crate::config::{ConfigError, Settings};
+use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::client::MAX_PEER_MESSAGE_BYTES;
@@ -41,6 +42,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The DNS resolver could not be set up.
+    #[error(transparent)]
+    Discovery(crate::discovery::DiscoveryError),
     /// OpenRaft refused to start.
     #[error("raft failed to start: {0}")]
     Raft(String),
@@ -107,7 +111,8 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
     };
     let id = fresh_node_id();
     let metrics = Metrics::new();
-    let peers = PeerClients::new(settings.raft.rpc_timeout, metrics.clone());
+    let discovery = Discovery::from_settings(&settings, &member.addr).map_err(ServerError::Discovery)?;
+    let peers = PeerClients::new(settings.raft.rpc_timeout, metrics.clone(), discovery.resolver().clone());
     let network = PeerNetwork {
         id,
         clients: peers.clone(),
@@ -118,7 +123,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
     tracing::info!(node_id = id, member = %member, %http_addr, %grpc_addr, %raft_addr, "node started");
-    let node = RaftNode::new(id, member, raft, sm, peers, settings, metrics);
+    let node = RaftNode::new(id, member, raft, sm, peers, discovery, settings, metrics);
     Ok(Server {
         node,
         http,
@@ -175,6 +180,7 @@ impl Server {
 
         let formation = tokio::spawn(crate::cluster::form(node.clone(), stop_clients.clone()));
         let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));
+        let reconciler = tokio::spawn(crate::cluster::reconcile(node.clone(), stop_clients.clone()));
         let health = tokio::spawn(report_health(
             node.clone(),
             health_reporter.clone(),
@@ -197,7 +203,7 @@ impl Server {
         let _ = stop_clients_tx.send(true);
         let remaining = deadline.saturating_sub(started.elapsed());
         let drained = tokio::time::timeout(remaining, async {
-            let _ = tokio::join!(http_task, grpc_task, formation, feeder, health);
+            let _ = tokio::join!(http_task, grpc_task, formation, feeder, health, reconciler);
         })
         .await;
         if drained.is_err() {

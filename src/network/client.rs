@@ -6,6 +6,7 @@
 //! ([`Unreachable`]) and retries slow ones ([`Timeout`]).
 
 use std::collections::HashMap;
+use std::io;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,9 +20,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::discovery::HostResolver;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
@@ -41,15 +45,45 @@ pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     metrics: Metrics,
+    resolver: HostResolver,
+}
+
+/// Opens a TCP connection to `uri`, resolving its host with `resolver` at every call, so a
+/// reconnect after a pod moved reaches its new address.
+async fn connect(
+    resolver: HostResolver,
+    connect_timeout: Duration,
+    uri: http::Uri,
+) -> io::Result<TokioIo<TcpStream>> {
+    let host = uri
+        .host()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
+    let port = uri
+        .port_u16()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no port in {uri}")))?;
+    let ips = resolver.resolve(host).await?;
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no addresses"));
+    for ip in ips {
+        match tokio::time::timeout(connect_timeout, TcpStream::connect((ip, port))).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                return Ok(TokioIo::new(stream));
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {ip}:{port} timed out")),
+        }
+    }
+    Err(last)
 }
 
 impl PeerClients {
-    /// An empty pool; channels are created on first use.
-    pub fn new(connect_timeout: Duration, metrics: Metrics) -> Self {
+    /// An empty pool; channels are created on first use and resolve names with `resolver`.
+    pub fn new(connect_timeout: Duration, metrics: Metrics, resolver: HostResolver) -> Self {
         PeerClients {
             channels: Arc::default(),
             connect_timeout,
             metrics,
+            resolver,
         }
     }
 
@@ -62,12 +96,13 @@ impl PeerClients {
             None => {
                 let endpoint = Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| Status::invalid_argument(format!("bad peer address `{addr}`: {e}")))?
-                    .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))
                     .keep_alive_timeout(Duration::from_secs(5))
                     .keep_alive_while_idle(true);
-                let channel = endpoint.connect_lazy();
+                let (resolver, timeout) = (self.resolver.clone(), self.connect_timeout);
+                let connector =
+                    tower::service_fn(move |uri: http::Uri| connect(resolver.clone(), timeout, uri));
+                let channel = endpoint.connect_with_connector_lazy(connector);
                 channels.insert(addr.to_owned(), channel.clone());
                 channel
             }
