@@ -168,7 +168,11 @@ async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Option<String> {
         let status = client.status(req).await.ok()?.into_inner();
         (status.initialized && status.node_id != node.id()).then(|| p.addr.clone())
     });
-    futures::future::join_all(probes).await.into_iter().flatten().next()
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
 }
 
 async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, tonic::Status> {
@@ -239,7 +243,12 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     if m.current_leader != Some(node.id()) {
         return true;
     }
-    let others = m.membership_config.membership().voter_ids().filter(|v| *v != node.id()).count();
+    let others = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .filter(|v| *v != node.id())
+        .count();
     if others == 0 {
         return false;
     }
@@ -249,7 +258,10 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     let me = node.id();
     let moved = raft
         .wait(Some(deadline))
-        .metrics(|m| m.current_leader.is_some() && m.current_leader != Some(me), "leadership moved")
+        .metrics(
+            |m| m.current_leader.is_some() && m.current_leader != Some(me),
+            "leadership moved",
+        )
         .await;
     match moved {
         Ok(m) => {

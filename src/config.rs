@@ -369,7 +369,11 @@ impl Settings {
         let port = self.raft.addr.port();
         if self.raft.advertise_host.is_empty() && self.discovery.mode == DiscoveryMode::Dns {
             // On Kubernetes: the pod's stable DNS name under the headless Service.
-            format!("{}.{}:{port}", self.node.name, self.discovery.dns_name.trim_end_matches('.'))
+            format!(
+                "{}.{}:{port}",
+                self.node.name,
+                self.discovery.dns_name.trim_end_matches('.')
+            )
         } else if self.raft.advertise_host.is_empty() {
             let ip = self.raft.addr.ip();
             if ip.is_unspecified() {
@@ -474,7 +478,10 @@ mod tests {
         })
         .expect("loads");
         assert_eq!(s.advertise_addr(), "db-1.db.ns.svc.cluster.local:50052");
-        assert_eq!(s.discovery.dns_server, Some("127.0.0.1:5353".parse().expect("addr")));
+        assert_eq!(
+            s.discovery.dns_server,
+            Some("127.0.0.1:5353".parse().expect("addr"))
+        );
         let err = Settings::load(Sources {
             env: env(&[("POD_NAME", "db-1"), ("OPENRAFT_MEMORY__DISCOVERY__MODE", "dns")]),
             ..Default::default()

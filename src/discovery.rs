@@ -81,7 +81,9 @@ impl HostResolver {
         opts.negative_max_ttl = Some(Duration::from_secs(1));
         opts.timeout = Duration::from_secs(2);
         opts.attempts = 2;
-        let resolver = builder.build().map_err(|e| DiscoveryError::Setup(e.to_string()))?;
+        let resolver = builder
+            .build()
+            .map_err(|e| DiscoveryError::Setup(e.to_string()))?;
         Ok(HostResolver {
             resolver: Some(Arc::new(resolver)),
         })
@@ -95,14 +97,21 @@ impl HostResolver {
         }
         match &self.resolver {
             Some(r) => {
-                let fqdn = if host.ends_with('.') { host.to_owned() } else { format!("{host}.") };
+                let fqdn = if host.ends_with('.') {
+                    host.to_owned()
+                } else {
+                    format!("{host}.")
+                };
                 let lookup = r
                     .lookup_ip(fqdn.as_str())
                     .await
                     .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("resolving {host}: {e}")))?;
                 Ok(lookup.iter().collect())
             }
-            None => Ok(tokio::net::lookup_host((host, 0)).await?.map(|a| a.ip()).collect()),
+            None => Ok(tokio::net::lookup_host((host, 0))
+                .await?
+                .map(|a| a.ip())
+                .collect()),
         }
     }
 
@@ -133,7 +142,10 @@ impl Discovery {
         let mode = match settings.discovery.mode {
             DiscoveryMode::Static => Mode::Static(settings.cluster.peers.clone()),
             DiscoveryMode::Dns => Mode::Dns {
-                srv_name: format!("_raft._tcp.{}.", settings.discovery.dns_name.trim_end_matches('.')),
+                srv_name: format!(
+                    "_raft._tcp.{}.",
+                    settings.discovery.dns_name.trim_end_matches('.')
+                ),
             },
         };
         Ok(Discovery {
@@ -181,7 +193,10 @@ impl Discovery {
                     .resolver
                     .dns()
                     .ok_or_else(|| DiscoveryError::Setup("DNS discovery needs a DNS resolver".into()))?;
-                let lookup = resolver.srv_lookup(srv_name.as_str()).await.map_err(|e| dns_err(e.to_string()))?;
+                let lookup = resolver
+                    .srv_lookup(srv_name.as_str())
+                    .await
+                    .map_err(|e| dns_err(e.to_string()))?;
                 let mut peers: Vec<Peer> = lookup
                     .answers()
                     .iter()

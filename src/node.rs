@@ -288,13 +288,36 @@ impl RaftNode {
         })
     }
 
+    /// Waits (bounded) until another node leads.
+    async fn await_successor(&self, deadline: Instant) -> Result<(NodeId, Member), NodeError> {
+        let me = self.inner.id;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(remaining))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != me), "successor elected")
+            .await;
+        match self.current_leader() {
+            Some((id, m)) if id != me => Ok((id, m)),
+            _ => Err(NodeError::NoLeader(
+                "this node is shutting down and no successor was elected in time".into(),
+            )),
+        }
+    }
+
     /// Applies a write through Raft, on this node if it leads, else through the leader.
     /// Returns the state machine's outcome once the entry is committed and applied.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, NodeError> {
         let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
         let mut last_err = None;
         for _ in 0..FORWARD_ATTEMPTS {
-            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let (mut leader_id, mut leader) = self.await_leader(deadline).await?;
+            if leader_id == self.inner.id && self.is_shutting_down() {
+                // We are handing leadership over: wait for the successor and forward to it,
+                // so clients of a terminating node see latency, not errors.
+                (leader_id, leader) = self.await_successor(deadline).await?;
+            }
             let result = if leader_id == self.inner.id {
                 self.write_local(cmd.clone(), deadline).await
             } else {

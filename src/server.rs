@@ -112,7 +112,11 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
     let id = fresh_node_id();
     let metrics = Metrics::new();
     let discovery = Discovery::from_settings(&settings, &member.addr).map_err(ServerError::Discovery)?;
-    let peers = PeerClients::new(settings.raft.rpc_timeout, metrics.clone(), discovery.resolver().clone());
+    let peers = PeerClients::new(
+        settings.raft.rpc_timeout,
+        metrics.clone(),
+        discovery.resolver().clone(),
+    );
     let network = PeerNetwork {
         id,
         clients: peers.clone(),

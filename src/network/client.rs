@@ -6,11 +6,12 @@
 //! ([`Unreachable`]) and retries slow ones ([`Timeout`]).
 
 use std::collections::HashMap;
-use std::io;
 use std::future::Future;
+use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use hyper_util::rt::TokioIo;
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError,
     Timeout, Unreachable,
@@ -20,7 +21,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -32,6 +32,20 @@ use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
 use crate::{NodeId, Snapshot, TypeConfig, Vote};
+
+/// gRPC metadata naming the Raft node id a Raft RPC is meant for. An address can outlive a
+/// node id (a pod restarted in memory mode comes back empty under a new id at the same
+/// name); without this check the new process would answer for the old id, and the leader
+/// would see that id's log go backwards.
+pub const TARGET_NODE_HEADER: &str = "x-raft-target-node";
+
+/// Wraps a peer message in a request addressed to `target`.
+fn addressed<T>(msg: T, target: NodeId) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert(TARGET_NODE_HEADER, tonic::metadata::MetadataValue::from(target));
+    req
+}
 
 /// Snapshot bytes per streamed message: small enough to stay far below gRPC message limits,
 /// large enough that per-message overhead does not matter.
@@ -70,7 +84,12 @@ async fn connect(
                 return Ok(TokioIo::new(stream));
             }
             Ok(Err(e)) => last = e,
-            Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {ip}:{port} timed out")),
+            Err(_) => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connecting to {ip}:{port} timed out"),
+                )
+            }
         }
     }
     Err(last)
@@ -216,7 +235,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             leader_commit: log_id_to_pb(rpc.leader_commit),
         };
         let resp = self
-            .timed("append_entries", timeout, client.append_entries(req))
+            .timed(
+                "append_entries",
+                timeout,
+                client.append_entries(addressed(req, self.target)),
+            )
             .await
             .map_err(to_err)?;
         use peer::append_entries_response::Result as R;
@@ -305,7 +328,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let send = self.timed(
             "install_snapshot",
             timeout,
-            client.install_snapshot(futures::stream::iter(chunks)),
+            client.install_snapshot(addressed(futures::stream::iter(chunks), self.target)),
         );
         let resp = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),

@@ -9,6 +9,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::model::Command;
+use crate::network::client::TARGET_NODE_HEADER;
 use crate::node::{RaftNode, error_to_status};
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::{MissingField, peer};
@@ -24,6 +25,28 @@ impl PeerService {
     /// A service answering for `node`.
     pub fn new(node: RaftNode) -> Self {
         PeerService { node }
+    }
+}
+
+impl PeerService {
+    /// Refuses a Raft RPC meant for another node id: this address now belongs to a newer
+    /// incarnation. `UNAVAILABLE` makes the sender back off from the stale id.
+    fn check_target<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let Some(raw) = request.metadata().get(TARGET_NODE_HEADER) else {
+            return Ok(());
+        };
+        let target = raw.to_str().ok().and_then(|s| s.parse::<u64>().ok());
+        match target {
+            Some(t) if t == self.node.id() => Ok(()),
+            Some(t) => Err(Status::unavailable(format!(
+                "node {t} is not here: this address now serves node {} ({})",
+                self.node.id(),
+                self.node.member().name
+            ))),
+            None => Err(Status::invalid_argument(format!(
+                "malformed {TARGET_NODE_HEADER} header"
+            ))),
+        }
     }
 }
 
@@ -60,6 +83,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<peer::AppendEntriesRequest>,
     ) -> Result<Response<peer::AppendEntriesResponse>, Status> {
+        self.check_target(&request)?;
         let req = request.into_inner();
         let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
         let entries = req
@@ -102,6 +126,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<Streaming<peer::SnapshotChunk>>,
     ) -> Result<Response<peer::SnapshotResponse>, Status> {
+        self.check_target(&request)?;
         let mut stream = request.into_inner();
         let first = stream
             .next()

@@ -2,6 +2,8 @@
 //! leaders and followers, error contracts, failover, rejoin through a snapshot, graceful
 //! leader shutdown and writes without quorum.
 
+mod k8s;
+mod sts;
 mod util;
 
 use std::time::{Duration, Instant};

@@ -52,6 +52,8 @@ pub struct Node {
     pub ip: Ipv4Addr,
     pub peers: Vec<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Extra command-line flags.
+    pub args: Vec<String>,
     pub log: PathBuf,
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -82,6 +84,7 @@ impl Node {
             ip,
             peers,
             extra_env,
+            args: Vec::new(),
             log: dir.path().join(format!("{name}.log")),
             child: None,
             _dir: dir,
@@ -107,6 +110,7 @@ impl Node {
         if !self.peers.is_empty() {
             cmd.arg("--peers").arg(self.peers.join(","));
         }
+        cmd.args(&self.args);
         cmd.envs(fast_env())
             .envs(self.extra_env.iter().cloned())
             .stdin(Stdio::null())
@@ -192,6 +196,20 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            // A crash of the node itself is the first thing to see, wherever it is in the log.
+            for (i, _) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains("panicked at"))
+            {
+                let context: Vec<&str> = text.lines().skip(i).take(6).collect();
+                eprintln!(
+                    "--- {} crashed (log line {i}) ---\n{}",
+                    self.name,
+                    context.join("\n")
+                );
+            }
             eprintln!("--- log of {} ---\n{}", self.name, self.log_tail());
         }
         self.kill();
