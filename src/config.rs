@@ -15,7 +15,7 @@ use crate::model::ordinal_of;
 /// The built-in defaults, as TOML: the README's config table is generated from the same keys.
 pub const DEFAULTS: &str = r#"
 [node]
-# Node name; its trailing "-N" is the ordinal. Default: $POD_NAME, then $HOSTNAME, then "node-0".
+# Node name; its trailing "-N" is the ordinal. Default: $POD_NAME, then $HOSTNAME, then the hostname.
 name = ""
 
 [http]
@@ -408,11 +408,18 @@ impl Settings {
 }
 
 fn default_node_name(env: &HashMap<String, String>) -> String {
-    ["POD_NAME", "HOSTNAME"]
+    let from_env = ["POD_NAME", "HOSTNAME"]
         .iter()
         .filter_map(|k| env.get(*k))
-        .find(|v| !v.is_empty())
-        .cloned()
+        .find(|v| !v.is_empty());
+    if let Some(name) = from_env {
+        return name.clone();
+    }
+    // A pod's hostname is its name; the kernel knows it even where $HOSTNAME is unset.
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node-0".to_owned())
 }
 
@@ -433,7 +440,7 @@ mod tests {
         assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.grpc.addr.to_string(), "127.0.0.1:50051");
         assert!(s.cluster.peers.is_empty());
-        assert_eq!(s.node.name, "node-0");
+        assert!(!s.node.name.is_empty());
         assert_eq!(s.advertise_addr(), "127.0.0.1:50052");
         s.openraft_config().expect("valid raft config");
     }

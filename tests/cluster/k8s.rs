@@ -139,7 +139,7 @@ async fn sts_late_dns_records_form_one_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sts_pod0_restarted_empty_joins_the_existing_cluster() {
+async fn sts_pod0_restarted_empty_on_a_new_ip_joins_the_existing_cluster() {
     let mut sts = StatefulSet::new(3, vec![]);
     sts.publish(&[0, 1, 2]);
     for p in &mut sts.pods {
@@ -157,6 +157,9 @@ async fn sts_pod0_restarted_empty_joins_the_existing_cluster() {
     }
     let old_id = sts.pods[0].cluster().await.expect("cluster")["node"]["id"].as_u64();
     sts.pods[0].kill();
+    // The replacement pod gets a new IP, as on Kubernetes: peers must re-resolve its name.
+    sts.pods[0].ip = crate::util::fresh_ip();
+    sts.publish(&[0, 1, 2]);
     sts.pods[0].start();
     sts.wait_members(&[0, 1, 2]).await;
     let info = sts.pods[0].cluster().await.expect("cluster");
