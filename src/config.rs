@@ -70,6 +70,11 @@ format = "text"
 # An EnvFilter directive; RUST_LOG overrides it.
 level = "info,openraft=warn,openraft_memory=info"
 
+[tracing]
+# OTLP/gRPC collector endpoint, e.g. "http://otel-collector:4317". Empty: no export.
+otlp_endpoint = ""
+service_name = "openraft-memory"
+
 [shutdown]
 # The whole graceful shutdown (leadership transfer and drain) must fit in this.
 deadline = "20s"
@@ -93,8 +98,20 @@ pub struct Settings {
     pub discovery: DiscoverySettings,
     /// Logging.
     pub log: LogSettings,
+    /// Trace export.
+    pub tracing: TracingSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
+}
+
+/// OpenTelemetry trace export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// OTLP/gRPC endpoint; empty disables export.
+    pub otlp_endpoint: String,
+    /// `service.name` of exported spans.
+    pub service_name: String,
 }
 
 /// Identity of this node.

@@ -56,6 +56,9 @@ struct ServeArgs {
     /// DNS server IP:PORT instead of /etc/resolv.conf (discovery.dns_server).
     #[arg(long)]
     dns_server: Option<String>,
+    /// OTLP/gRPC endpoint for traces, e.g. http://localhost:4317 (tracing.otlp_endpoint).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long)]
     log_format: Option<String>,
@@ -75,6 +78,7 @@ impl ServeArgs {
         set("raft.addr", &self.raft_addr);
         set("raft.advertise_host", &self.advertise_host);
         set("log.format", &self.log_format);
+        set("tracing.otlp_endpoint", &self.otlp_endpoint);
         set("discovery.mode", &self.discovery);
         set("discovery.dns_name", &self.dns_name);
         set("discovery.dns_server", &self.dns_server);
@@ -126,7 +130,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    openraft_memory::telemetry::init(&settings.log);
+    let _telemetry = match openraft_memory::telemetry::init(&settings.log, &settings.tracing) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("openraft-memory: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let server = match openraft_memory::server::build(settings).await {
         Ok(s) => s,
         Err(e) => {

@@ -18,6 +18,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// This node's Raft id (changes at every start in memory mode).
+    pub raft_node_id: IntGauge,
     /// Current Raft term.
     pub raft_term: IntGauge,
     /// 1 for the current server state, 0 for the others.
@@ -131,6 +133,7 @@ impl Metrics {
             registry.register(Box::new(pc)).expect("unique metric");
         }
         Metrics {
+            raft_node_id: gauge(r, "raft_node_id", "This node's Raft node id"),
             raft_term: gauge(r, "raft_term", "Current Raft term"),
             raft_state: gauge_vec(
                 r,

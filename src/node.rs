@@ -352,6 +352,7 @@ impl RaftNode {
     }
 
     /// Proposes a write on this node, which must be the leader.
+    #[tracing::instrument(name = "raft_client_write", skip_all, fields(log_index))]
     pub async fn write_local(&self, cmd: Command, deadline: Instant) -> Result<CommandResult, NodeError> {
         if self.is_shutting_down() {
             // Let the caller retry elsewhere instead of racing our own leadership transfer.
@@ -369,9 +370,12 @@ impl RaftNode {
                 "the write was not committed within {:?}; it may or may not be applied (no quorum?)",
                 self.inner.settings.raft.write_timeout
             ))),
-            Ok(Ok(resp)) => resp
-                .data
-                .ok_or_else(|| NodeError::Internal("state machine returned no result for a command".into())),
+            Ok(Ok(resp)) => {
+                tracing::Span::current().record("log_index", resp.log_id.index);
+                resp.data.ok_or_else(|| {
+                    NodeError::Internal("state machine returned no result for a command".into())
+                })
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(NodeError::NotLeader {
                 leader: f.leader_id.zip(f.leader_node),
             }),
@@ -382,6 +386,7 @@ impl RaftNode {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(leader = %leader.name))]
     async fn forward_write(
         &self,
         leader: &Member,
@@ -397,6 +402,7 @@ impl RaftNode {
             command: Some(cmd.into()),
         });
         req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        crate::telemetry::inject(&mut req);
         let started = Instant::now();
         let resp = client.client_write(req).await;
         self.observe_peer_rpc("client_write", leader, started);

@@ -256,6 +256,7 @@ async fn feed_metrics(node: RaftNode, mut stop: watch::Receiver<bool>) {
     let mut last_leader = None;
     loop {
         let rm = rx.borrow_and_update().clone();
+        m.raft_node_id.set(rm.id as i64);
         m.raft_term.set(rm.current_term as i64);
         for (state, name) in [
             (ServerState::Leader, "leader"),

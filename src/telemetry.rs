@@ -1,27 +1,132 @@
-//! Logging set-up: one `init()`, text or JSON lines, filtered by `RUST_LOG` or the
-//! configured level.
+//! Logging and tracing set-up: one [`init`] installs text or JSON log lines and, when an
+//! OTLP endpoint is configured, a `tracing-opentelemetry` layer exporting spans over gRPC.
+//! With no endpoint no OpenTelemetry layer exists at all, so tracing costs nothing extra.
+//!
+//! [`inject`] / [`extract`] carry W3C trace context across forwarded writes, so a write
+//! sent to a follower is one trace across the follower and the leader.
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, TracingSettings};
 
-/// Installs the global subscriber. Safe to call once per process; later calls are ignored.
-pub fn init(settings: &LogSettings) {
+/// Keeps the span exporter alive; flushes buffered spans when dropped.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("flushing traces failed: {e}");
+        }
+    }
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up OTLP export to `{endpoint}`: {message}")]
+pub struct TelemetryError {
+    endpoint: String,
+    message: String,
+}
+
+/// Installs the global subscriber. Call once, inside the Tokio runtime.
+pub fn init(log: &LogSettings, tracing_settings: &TracingSettings) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match settings.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match log.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).boxed(),
     };
+    let (otel, provider) = match tracing_settings.otlp_endpoint.as_str() {
+        "" => (None, None),
+        endpoint => {
+            let err = |e: &dyn std::fmt::Display| TelemetryError {
+                endpoint: endpoint.to_owned(),
+                message: e.to_string(),
+            };
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| err(&e))?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(tracing_settings.service_name.clone())
+                .build();
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build();
+            let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
+            (
+                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(provider),
+            )
+        }
+    };
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }
+    Ok(TelemetryGuard { provider })
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|k| match k {
+                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                tonic::metadata::KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Writes the current span's trace context (`traceparent`) into an outgoing request.
+pub fn inject<T>(request: &mut tonic::Request<T>) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(request.metadata_mut()));
+}
+
+/// Makes `span` a child of the trace context carried by an incoming request, if any.
+pub fn extract_into<T>(request: &tonic::Request<T>, span: &tracing::Span) {
+    let cx = TraceContextPropagator::new().extract(&MetadataExtractor(request.metadata()));
+    let _ = span.set_parent(cx);
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::model::Command;
 use crate::network::client::TARGET_NODE_HEADER;
@@ -169,16 +170,19 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         request: Request<peer::ClientWriteRequest>,
     ) -> Result<Response<peer::ClientWriteResponse>, Status> {
         let deadline = Instant::now() + self.node.settings().raft.write_timeout;
+        // Continue the forwarding node's trace: one write, one trace, across both nodes.
+        let span = tracing::info_span!("forwarded_client_write");
+        crate::telemetry::extract_into(&request, &span);
         let req = request.into_inner();
         let cmd = Command::try_from(req.command.ok_or(MissingField("command")).map_err(bad)?).map_err(bad)?;
         let result = self
             .node
             .write_local(cmd, deadline)
+            .instrument(span)
             .await
             .map_err(error_to_status)?;
         Ok(Response::new(peer::ClientWriteResponse {
             result: Some(result.into()),
-            log_index: 0,
         }))
     }
 

@@ -176,6 +176,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((data.last_applied, data.last_membership.clone()))
     }
 
+    #[tracing::instrument(name = "apply", skip_all)]
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<CommandResult>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,

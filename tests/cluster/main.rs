@@ -3,6 +3,7 @@
 //! leader shutdown and writes without quorum.
 
 mod k8s;
+mod observability;
 mod sts;
 mod util;
 
