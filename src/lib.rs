@@ -17,6 +17,7 @@
 //!   connections.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: logging and tracing set-up.
+//! - [`probe`]: the `probe` subcommand, a health check for images without curl.
 //! - [`server`]: builds everything, binds the listeners and runs until shutdown.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod model;
 pub mod network;
 pub mod node;
 pub mod pb;
+pub mod probe;
 pub mod server;
 pub mod store;
 pub mod telemetry;

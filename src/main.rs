@@ -21,6 +21,36 @@ struct Cli {
 enum Cmd {
     /// Run a node (the default).
     Serve(ServeArgs),
+    /// Check a local node's health: exit 0 when it answers 200 (for images without curl).
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProbeArgs {
+    /// `live` (/livez) or `ready` (/readyz).
+    #[arg(value_parser = ["live", "ready"])]
+    what: String,
+    /// The node's REST address.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "OPENRAFT_MEMORY_PROBE_ADDR")]
+    addr: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3)]
+    timeout_secs: u64,
+}
+
+async fn run_probe(args: ProbeArgs) -> ExitCode {
+    let path = if args.what == "live" { "/livez" } else { "/readyz" };
+    let timeout = std::time::Duration::from_secs(args.timeout_secs);
+    match openraft_memory::probe::probe(&args.addr, path, timeout).await {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("openraft-memory probe: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Flags of `serve`; each overrides the config key named in its help.
@@ -117,6 +147,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Cmd::Serve(a)) => a,
+        Some(Cmd::Probe(p)) => return run_probe(p).await,
         None => cli.serve,
     };
     let settings = match Settings::load(Sources {
