@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a node (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a local node's health: exit 0 when it answers 200 (for images without curl).
     Probe(ProbeArgs),
 }
@@ -146,7 +146,7 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Cmd::Serve(a)) => a,
+        Some(Cmd::Serve(a)) => *a,
         Some(Cmd::Probe(p)) => return run_probe(p).await,
         None => cli.serve,
     };
