@@ -520,6 +520,35 @@ mod tests {
         assert!(err.to_string().contains("dns_server"), "{err}");
     }
 
+    /// The config the Helm chart renders (committed in deploy/kubernetes) must load.
+    #[test]
+    fn the_helm_charts_config_loads() {
+        let rendered = include_str!("../deploy/kubernetes/openraft-memory.yaml");
+        let toml: String = rendered
+            .lines()
+            .skip_while(|l| !l.contains("config.toml: |"))
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| format!("{}\n", &l[4..]))
+            .collect();
+        assert!(toml.contains("[discovery]"), "found the ConfigMap: {toml}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, toml).expect("write");
+        let s = Settings::load(Sources {
+            file: Some(file),
+            env: env(&[("POD_NAME", "openraft-memory-1")]),
+            ..Default::default()
+        })
+        .expect("the chart's config is valid");
+        assert_eq!(s.discovery.mode, DiscoveryMode::Dns);
+        assert_eq!(
+            s.advertise_addr(),
+            "openraft-memory-1.openraft-memory-headless.default.svc.cluster.local:50052"
+        );
+        assert_eq!(s.http.addr.to_string(), "0.0.0.0:8080");
+    }
+
     #[test]
     fn bad_values_name_the_key() {
         let err = Settings::load(Sources {

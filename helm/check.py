@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Checks the Helm chart offline (no helm binary, no cluster):
+
+- `helm lint --strict` through the Helm SDK (PyPI helm-python-sdk) for two Kubernetes versions;
+- renders the default values and helm/openraft-memory/ci-values.yaml;
+- validates every rendered object with kubernetes-validate --strict for two versions;
+- asserts the facts the cluster lifecycle depends on;
+- fails when deploy/kubernetes/openraft-memory.yaml (the rendered defaults, for people
+  without Helm) or the chart's copies of the alert rules and dashboard drift.
+
+    python3 helm/check.py            # check
+    python3 helm/check.py --update   # rewrite the committed copies
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "openraft-memory"
+RENDERED = ROOT / "deploy" / "kubernetes" / "openraft-memory.yaml"
+COPIES = {
+    CHART / "files" / "alerts.yml": ROOT / "deploy" / "prometheus" / "alerts.yml",
+    CHART / "files" / "openraft-memory.json": ROOT / "deploy" / "grafana" / "dashboards" / "openraft-memory.json",
+}
+KUBE_VERSIONS = ["1.30.0", "1.33.0"]
+RELEASE, NAMESPACE = "openraft-memory", "default"
+
+
+def fail(msg):
+    print(f"helm check FAILED: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def render(values):
+    manifests = helm.Chart.load(str(CHART)).render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = []
+    for path in sorted(manifests):
+        if path.endswith("NOTES.txt") or not manifests[path].strip():
+            continue
+        docs.append(f"# Source: {path}\n{manifests[path].strip()}\n")
+    return "---\n".join(docs), manifests
+
+
+def objects(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def find(objs, kind, name=None):
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    if not found:
+        fail(f"no {kind} {name or ''} rendered")
+    return found[0]
+
+
+def check_facts(objs, replicas):
+    sts = find(objs, "StatefulSet")
+    spec = sts["spec"]
+    if spec["podManagementPolicy"] != "Parallel":
+        fail("StatefulSet must use podManagementPolicy: Parallel")
+    if spec["replicas"] != replicas:
+        fail(f"replicas {spec['replicas']} != {replicas}")
+    headless = find(objs, "Service", spec["serviceName"])
+    if headless["spec"].get("clusterIP") != "None" or headless["spec"].get("publishNotReadyAddresses") is not True:
+        fail("the StatefulSet's service must be headless and publish not-ready addresses")
+    if not any(p["name"] == "raft" for p in headless["spec"]["ports"]):
+        fail("the headless Service needs a port named raft (for _raft._tcp SRV records)")
+    pod = spec["template"]["spec"]
+    c = pod["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    if ports != {"http": 8080, "grpc": 50051, "raft": 50052}:
+        fail(f"container ports: {ports}")
+    for probe, path in [("livenessProbe", "/livez"), ("readinessProbe", "/readyz"), ("startupProbe", "/livez")]:
+        get = c[probe]["httpGet"]
+        if get["path"] != path or get["port"] != "http":
+            fail(f"{probe} must GET {path} on the http port, got {get}")
+    env = {e["name"]: e for e in c["env"]}
+    if env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+        fail("POD_NAME must come from the downward API")
+    if "POD_NAMESPACE" not in env:
+        fail("POD_NAMESPACE must come from the downward API")
+    if c["args"] != ["serve", "--config", "/etc/openraft-memory/config.toml"]:
+        fail(f"args: {c['args']}")
+    if c["lifecycle"]["preStop"]["sleep"]["seconds"] < 1:
+        fail("preStop must wait for endpoints to drain")
+    sc = c["securityContext"]
+    if sc.get("readOnlyRootFilesystem") is not True or sc.get("allowPrivilegeEscalation") is not False:
+        fail(f"container securityContext: {sc}")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        fail("capabilities must be dropped")
+    if pod["securityContext"].get("runAsNonRoot") is not True:
+        fail("pods must run as non-root")
+    if pod["terminationGracePeriodSeconds"] < 25:
+        fail("termination grace period too short for the shutdown deadline")
+    config = find(objs, "ConfigMap", sts["metadata"]["name"])["data"]["config.toml"]
+    dns = f'dns_name = "{spec["serviceName"]}.{NAMESPACE}.svc.cluster.local"'
+    for needle in ['mode = "dns"', dns, 'addr = "0.0.0.0:8080"', 'addr = "0.0.0.0:50052"']:
+        if needle not in config:
+            fail(f"config.toml lacks `{needle}`:\n{config}")
+    pdb = find(objs, "PodDisruptionBudget")
+    if pdb["spec"]["maxUnavailable"] != 1:
+        fail("PodDisruptionBudget must allow one disruption at a time")
+
+
+def validate(path):
+    for version in KUBE_VERSIONS:
+        out = subprocess.run(
+            ["kubernetes-validate", "--strict", "--quiet", "-k", version, str(path)],
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            fail(f"kubernetes-validate -k {version}:\n{out.stdout}{out.stderr}")
+
+
+def main():
+    update = "--update" in sys.argv
+    for chart_copy, source in COPIES.items():
+        if update:
+            chart_copy.write_bytes(source.read_bytes())
+        elif chart_copy.read_bytes() != source.read_bytes():
+            fail(f"{chart_copy.relative_to(ROOT)} differs from {source.relative_to(ROOT)}: run helm/check.py --update")
+
+    ci_values = yaml.safe_load((CHART / "ci-values.yaml").read_text())
+    for version in KUBE_VERSIONS:
+        for label, values in [("default", None), ("ci-values", ci_values)]:
+            report = helm.lint(str(CHART), values, strict=True, kube_version=f"v{version}")
+            problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+            if problems:
+                fail(f"helm lint --strict ({label}, {version}): {problems}")
+
+    text, _ = render(None)
+    header = "# Rendered from helm/openraft-memory with default values (release openraft-memory,\n# namespace default). Regenerate: python3 helm/check.py --update\n"
+    rendered_default = header + "---\n" + text
+    if update:
+        RENDERED.parent.mkdir(parents=True, exist_ok=True)
+        RENDERED.write_text(rendered_default)
+    elif not RENDERED.exists() or RENDERED.read_text() != rendered_default:
+        fail(f"{RENDERED.relative_to(ROOT)} drifted from the chart: run python3 helm/check.py --update")
+    default_objs = objects(text)
+    check_facts(default_objs, 3)
+    kinds = sorted(o["kind"] for o in default_objs)
+    if "ServiceMonitor" in kinds or "NetworkPolicy" in kinds:
+        fail(f"optional objects rendered by default: {kinds}")
+
+    ci_text, manifests = render(ci_values)
+    ci_objs = objects(ci_text)
+    check_facts(ci_objs, 5)
+    for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"]:
+        find(ci_objs, kind)
+    rule = find(ci_objs, "PrometheusRule")
+    if len(rule["spec"]["groups"][0]["rules"]) != 6:
+        fail("PrometheusRule must carry the six alert rules")
+    dash = find(ci_objs, "ConfigMap", f"{RELEASE}-dashboard")
+    json.loads(dash["data"]["openraft-memory.json"])
+    np = find(ci_objs, "NetworkPolicy")
+    peer_rule = np["spec"]["ingress"][0]
+    if peer_rule["ports"] != [{"port": "raft", "protocol": "TCP"}] or "podSelector" not in peer_rule["from"][0]:
+        fail("the NetworkPolicy must admit only cluster members to the peer port")
+    if "kubectl" not in manifests.get("openraft-memory/templates/NOTES.txt", "") or "port-forward" not in manifests["openraft-memory/templates/NOTES.txt"]:
+        fail("NOTES.txt must print the port-forward command")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, body in [("default.yaml", text), ("ci.yaml", ci_text)]:
+            path = pathlib.Path(tmp) / name
+            # CRDs (ServiceMonitor, PrometheusRule) have no bundled schema: validate the rest.
+            core = [d for d in yaml.safe_load_all(body) if d and not d["apiVersion"].startswith("monitoring.coreos.com")]
+            path.write_text(yaml.safe_dump_all(core))
+            validate(path)
+    print(f"helm check passed: lint (strict, {', '.join(KUBE_VERSIONS)}), render (default, ci-values), "
+          f"kubernetes-validate, facts, no drift")
+
+
+if __name__ == "__main__":
+    main()
