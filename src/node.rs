@@ -406,7 +406,7 @@ impl RaftNode {
         let started = Instant::now();
         let resp = client.client_write(req).await;
         self.observe_peer_rpc("client_write", leader, started);
-        let resp = resp.map_err(|s| status_to_error(s, leader))?.into_inner();
+        let resp = resp.map_err(|s| write_status_to_error(s, leader))?.into_inner();
         resp.result
             .ok_or(crate::pb::MissingField("client_write_response.result"))
             .and_then(CommandResult::try_from)
@@ -789,12 +789,40 @@ pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
     }
 }
 
+/// gRPC metadata on an `UNAVAILABLE` answer that guarantees nothing was applied, so the
+/// caller may retry a write safely. Without it an `UNAVAILABLE` may be a connection that
+/// broke after the request was sent.
+pub const NOT_APPLIED_HEADER: &str = "x-openraft-memory-not-applied";
+
+/// Like [`status_to_error`], for a forwarded write: a transport failure may have happened
+/// after the leader received the write, so only a marked refusal counts as "not applied".
+pub fn write_status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
+    if status.code() == Code::Unavailable && status.metadata().get(NOT_APPLIED_HEADER).is_none() {
+        return NodeError::Timeout(format!(
+            "lost contact with the leader {} during the write; it may or may not have been applied: {}",
+            peer.name,
+            status.message()
+        ));
+    }
+    status_to_error(status, peer)
+}
+
+/// An `UNAVAILABLE` status marked as "nothing was applied".
+pub fn not_applied(message: impl Into<String>) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(message);
+    status.metadata_mut().insert(
+        NOT_APPLIED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
 /// Maps a [`NodeError`] to the status a peer returns, so [`status_to_error`] can invert it.
 pub fn error_to_status(e: NodeError) -> tonic::Status {
     match e {
         NodeError::NotLeader { .. } => tonic::Status::failed_precondition("not the leader"),
-        NodeError::NoLeader(m) => tonic::Status::unavailable(m),
-        NodeError::ShuttingDown => tonic::Status::unavailable("shutting down"),
+        NodeError::NoLeader(m) => not_applied(m),
+        NodeError::ShuttingDown => not_applied("shutting down"),
         NodeError::Timeout(m) => tonic::Status::deadline_exceeded(m),
         NodeError::Membership(m) => tonic::Status::aborted(m),
         NodeError::UnknownMember(id) => tonic::Status::not_found(format!("no member with id {id}")),

@@ -141,9 +141,12 @@ impl From<ApiError> for tonic::Status {
             ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
             ApiError::NotFound(_) | ApiError::Node(N::UnknownMember(_)) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
-            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown | N::Timeout(_)) => {
-                Code::Unavailable
+            // Nothing was applied: marked, so clients know a retry is safe.
+            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown) => {
+                return crate::node::not_applied(e.to_string());
             }
+            // The write may have been applied: UNAVAILABLE without the not-applied marker.
+            ApiError::Node(N::Timeout(_)) => Code::Unavailable,
             ApiError::Node(N::Membership(_)) => Code::FailedPrecondition,
             ApiError::Node(N::Internal(_)) => Code::Internal,
         };

@@ -652,6 +652,7 @@ async fn writes_without_quorum_fail_fast_with_503_and_unavailable() {
     let elapsed = started.elapsed();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r_body = r;
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     let mut g = l.grpc().await;
     let err = g
@@ -665,6 +666,17 @@ async fn writes_without_quorum_fail_fast_with_503_and_unavailable() {
         .await
         .expect_err("no quorum");
     assert_eq!(err.code(), Code::Unavailable);
+    // The leader proposed the write: it may still commit, so it is not marked "not applied".
+    assert!(
+        err.metadata()
+            .get(openraft_memory::node::NOT_APPLIED_HEADER)
+            .is_none()
+    );
+    let body: Value = r_body.json().await.expect("problem");
+    assert!(
+        body["type"].as_str().is_some_and(|t| t.ends_with("/timeout")),
+        "{body}"
+    );
     // The node stays up and says why it is not ready.
     let r = http()
         .get(format!("{}/livez", l.http()))
@@ -809,4 +821,47 @@ async fn metrics_are_exported_with_plausible_values() {
         }
     }
     assert_eq!(leaders, 1, "exactly one node reports raft_is_leader 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_without_leader_refuses_writes_as_not_applied() {
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            c.nodes[i].kill();
+        }
+    }
+    let f = &c.nodes[survivor];
+    // Once it notices the leader is gone, the follower says "no leader": nothing was
+    // proposed, so a retry is safe, and the answer says so.
+    let body = wait_for("a no-leader answer", Duration::from_secs(15), || async {
+        let body: Value = post(f, &json_student(9, "x", 1.0)).await.json().await.ok()?;
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/no-leader"))
+            .then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], 503);
+    assert_eq!(body["retryable"], true);
+    let mut g = f.grpc().await;
+    let err = g
+        .create_student(client::CreateStudentRequest {
+            student: Some(client::Student {
+                id: 10,
+                name: "y".into(),
+                score: 1.0,
+            }),
+        })
+        .await
+        .expect_err("no leader");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(
+        err.metadata()
+            .get(openraft_memory::node::NOT_APPLIED_HEADER)
+            .is_some()
+    );
 }

@@ -1,0 +1,496 @@
+//! Fault injection with a linearizability checker.
+//!
+//! Runs a real cluster of `openraft-memory` processes, drives concurrent clients against it
+//! while a seeded schedule kills (-9) and restarts nodes, pauses them (SIGSTOP/SIGCONT),
+//! partitions the peer network with iptables (majority/minority, isolated leader, one-way
+//! cuts) and adds or removes members, then checks the recorded history:
+//! linearizability per id (which covers lost acknowledged writes, stale and impossible
+//! reads), and that every node converges to the same state.
+//!
+//!   cargo run --example chaos -- --nodes 3 --duration 60 --seed 7
+//!
+//! Partitions need root (iptables and per-node uids); without it they are skipped with a
+//! message and the other faults still run.
+
+mod checker;
+mod cluster;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use checker::{Call, Op, Ret};
+use cluster::Cluster;
+
+#[derive(Parser, Debug)]
+#[command(about = "Fault injection and linearizability checking for openraft-memory")]
+struct Args {
+    /// Nodes at the start (3 or 5).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Seconds of faults and load.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Seed of the fault schedule and the workload (random when absent; always printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fault kinds to inject: kill, pause, partition, membership.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,membership"
+    )]
+    faults: Vec<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Distinct student ids the clients work on (small: more contention).
+    #[arg(long, default_value_t = 5)]
+    ids: i64,
+    /// Read with consistency=local instead of linearizable reads. Not linearizable under
+    /// faults: a run with this flag is expected to report stale reads.
+    #[arg(long)]
+    local_reads: bool,
+    /// The openraft-memory binary (default: next to this example's executable).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+}
+
+/// One injected fault, for the summary and for replaying a failure.
+struct FaultRecord {
+    at: Duration,
+    kind: &'static str,
+    what: String,
+}
+
+fn default_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/examples/chaos → target/<profile>/openraft-memory
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("openraft-memory"))
+        .unwrap_or_else(|| PathBuf::from("target/debug/openraft-memory"))
+}
+
+/// Copies the binary where the per-node uids can execute it.
+fn stage_binary(src: &std::path::Path, dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let dst = dir.join("openraft-memory");
+    std::fs::copy(src, &dst)?;
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))?;
+    Ok(dst)
+}
+
+fn refresh_targets(cluster: &Cluster, targets: &workload::Targets) {
+    let list = cluster
+        .members()
+        .into_iter()
+        .map(|i| (cluster.nodes[i].http(), cluster.nodes[i].grpc()))
+        .collect();
+    *targets.write().expect("targets") = list;
+}
+
+async fn sleep_ms(rng: &mut StdRng, lo: u64, hi: u64) {
+    tokio::time::sleep(Duration::from_millis(rng.random_range(lo..=hi))).await;
+}
+
+/// Injects one fault and heals it; returns a description.
+async fn inject(
+    kind: &'static str,
+    cluster: &mut Cluster,
+    rng: &mut StdRng,
+    http: &reqwest::Client,
+    targets: &workload::Targets,
+    max_nodes: usize,
+) -> String {
+    let leader = cluster.leader(http).await;
+    let live = cluster.live();
+    let pick = |rng: &mut StdRng| -> Option<usize> {
+        match leader {
+            Some(l) if rng.random_bool(0.6) && live.contains(&l) => Some(l),
+            _ => live.get(rng.random_range(0..live.len().max(1))).copied(),
+        }
+    };
+    match kind {
+        "kill" => {
+            // In memory mode a killed node comes back empty: killing another before the last
+            // victim rejoined could wipe a majority, which no Raft cluster survives. Wait.
+            if let Err(e) = cluster.wait_healthy(http, Duration::from_secs(20)).await {
+                return format!("kill: skipped, the last victim has not rejoined ({e})");
+            }
+            let Some(i) = pick(rng) else {
+                return "kill: no live node".into();
+            };
+            cluster.kill(i);
+            sleep_ms(rng, 500, 2000).await;
+            cluster.start(i);
+            format!(
+                "kill -9 chaos-{i}{} and restart it empty",
+                if Some(i) == leader { " (leader)" } else { "" }
+            )
+        }
+        "pause" => {
+            let Some(i) = pick(rng) else {
+                return "pause: no live node".into();
+            };
+            cluster.pause(i);
+            sleep_ms(rng, 1000, 2500).await;
+            cluster.resume(i);
+            format!(
+                "SIGSTOP chaos-{i}{} for a while, then SIGCONT",
+                if Some(i) == leader { " (leader)" } else { "" }
+            )
+        }
+        "partition" => {
+            let Some(fw) = &cluster.firewall else {
+                return "partition: skipped (no iptables)".into();
+            };
+            let mut members = cluster.members();
+            members.shuffle(rng);
+            let variant = rng.random_range(0..3);
+            let what = match (variant, leader) {
+                (0, _) | (1, None) => {
+                    let minority = (members.len() - 1) / 2;
+                    let (small, big) = members.split_at(minority.max(1));
+                    for &a in small {
+                        for &b in big {
+                            fw.cut(&cluster.nodes[a], &cluster.nodes[b]);
+                            fw.cut(&cluster.nodes[b], &cluster.nodes[a]);
+                        }
+                    }
+                    format!("partition {small:?} | {big:?}")
+                }
+                (1, Some(l)) => {
+                    for &b in members.iter().filter(|&&b| b != l) {
+                        fw.cut(&cluster.nodes[l], &cluster.nodes[b]);
+                        fw.cut(&cluster.nodes[b], &cluster.nodes[l]);
+                    }
+                    format!("isolate the leader chaos-{l}")
+                }
+                _ => {
+                    let (a, b) = (members[0], members[1 % members.len()]);
+                    fw.cut(&cluster.nodes[a], &cluster.nodes[b]);
+                    format!("one-way cut chaos-{a} -> chaos-{b}")
+                }
+            };
+            sleep_ms(rng, 1500, 3000).await;
+            fw.heal();
+            format!("{what}, then heal")
+        }
+        "membership" => {
+            let members = cluster.members();
+            if members.len() < max_nodes && (members.len() <= 3 || rng.random_bool(0.5)) {
+                let i = cluster.add_slot();
+                cluster.start(i);
+                refresh_targets(cluster, targets);
+                // Give it a chance to join under load before the next fault.
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline {
+                    if let Some(info) = cluster::cluster_info(http, &cluster.nodes[i].http()).await
+                        && info["voters"]
+                            .as_array()
+                            .is_some_and(|v| v.iter().any(|x| x["name"] == cluster.nodes[i].name()))
+                    {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                format!("add chaos-{i}")
+            } else {
+                if let Err(e) = cluster.wait_healthy(http, Duration::from_secs(20)).await {
+                    return format!("remove: skipped, the cluster is still recovering ({e})");
+                }
+                let candidates: Vec<usize> = members.iter().copied().filter(|&m| Some(m) != leader).collect();
+                let Some(&victim) = candidates.get(rng.random_range(0..candidates.len().max(1))) else {
+                    return "remove: no candidate".into();
+                };
+                let Some(info) = cluster::cluster_info(http, &cluster.nodes[victim].http()).await else {
+                    return format!("remove chaos-{victim}: not answering, skipped");
+                };
+                let Some(id) = info["node"]["id"].as_u64() else {
+                    return format!("remove chaos-{victim}: no id, skipped");
+                };
+                let via = cluster.live().into_iter().find(|&x| x != victim);
+                let Some(via) = via else {
+                    return "remove: no live node to ask".into();
+                };
+                let resp = http
+                    .delete(format!("{}/cluster/members/{id}", cluster.nodes[via].http()))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status() == 204 => {
+                        cluster.nodes[victim].removed = true;
+                        refresh_targets(cluster, targets);
+                        cluster.kill(victim);
+                        format!("remove chaos-{victim} (admin call), stop it")
+                    }
+                    Ok(r) => format!("remove chaos-{victim}: refused with {}", r.status()),
+                    Err(e) => format!("remove chaos-{victim}: {e}"),
+                }
+            }
+        }
+        _ => format!("unknown fault {kind}"),
+    }
+}
+
+/// Linearizable reads of every id at the end, and the records each node holds.
+async fn final_state(
+    cluster: &Cluster,
+    http: &reqwest::Client,
+    ids: i64,
+    t0: Instant,
+) -> (Vec<Op>, Vec<String>) {
+    let mut ops = Vec::new();
+    let members = cluster.members();
+    for id in 1..=ids {
+        let node = &cluster.nodes[members[(id as usize) % members.len()]];
+        let start = t0.elapsed().as_micros() as u64;
+        let Ok(resp) = http.get(format!("{}/students/{id}", node.http())).send().await else {
+            continue;
+        };
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let ret = match status {
+            404 => Ret::NotFound,
+            200 => Ret::Found((
+                body["name"].as_str().unwrap_or_default().to_owned(),
+                (body["score"].as_f64().unwrap_or_default() as f32).to_bits(),
+            )),
+            _ => continue,
+        };
+        ops.push(Op {
+            client: usize::MAX,
+            id,
+            call: Call::Get,
+            ret,
+            start,
+            end: t0.elapsed().as_micros() as u64,
+        });
+    }
+    let mut problems = Vec::new();
+    let mut views: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for &i in &members {
+        // The list is linearizable: each node first catches up to the leader's commit.
+        let url = format!("{}/students?limit=1000", cluster.nodes[i].http());
+        match http.get(url).send().await {
+            Ok(r) if r.status() == 200 => {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                let records = body["students"]
+                    .as_array()
+                    .map(|a| a.iter().map(|s| s.to_string()).collect())
+                    .unwrap_or_default();
+                views.insert(cluster.nodes[i].name(), records);
+            }
+            other => problems.push(format!(
+                "{} could not list its records: {other:?}",
+                cluster.nodes[i].name()
+            )),
+        }
+    }
+    let distinct: std::collections::BTreeSet<&Vec<String>> = views.values().collect();
+    if distinct.len() > 1 {
+        problems.push(format!("nodes did not converge: {views:?}"));
+    }
+    (ops, problems)
+}
+
+fn format_op(op: &Op) -> String {
+    let end = if op.ret == Ret::Unknown {
+        "?".to_owned()
+    } else {
+        format!("{:.3}", op.end as f64 / 1e6)
+    };
+    format!(
+        "  [{:.3}s .. {end}s] client {:>3} id {} {:?} -> {:?}",
+        op.start as f64 / 1e6,
+        if op.client == usize::MAX {
+            "end".to_owned()
+        } else {
+            op.client.to_string()
+        },
+        op.id,
+        op.call,
+        op.ret
+    )
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let seed = args.seed.unwrap_or_else(rand::random);
+    println!(
+        "chaos: seed {seed}, {} nodes, {} s, faults {:?}",
+        args.nodes, args.duration, args.faults
+    );
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("chaos: no temp dir: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let binary = match stage_binary(&args.binary.clone().unwrap_or_else(default_binary), dir.path()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("chaos: cannot stage the openraft-memory binary (build it first): {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let mut cluster = Cluster::new(&binary, dir.path(), args.nodes);
+    for i in 0..args.nodes {
+        cluster.start(i);
+    }
+    if let Err(e) = cluster.wait_healthy(&http, Duration::from_secs(60)).await {
+        eprintln!("chaos: the cluster did not form: {e}");
+        return ExitCode::from(1);
+    }
+    let t0 = Instant::now();
+    let targets: workload::Targets = Arc::default();
+    refresh_targets(&cluster, &targets);
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = workload::Workload {
+        clients: args.clients,
+        ids: args.ids,
+        seed,
+        local_reads: args.local_reads,
+    };
+    let load = {
+        let (targets, stop) = (targets.clone(), stop.clone());
+        tokio::spawn(async move { workload::run(&w, targets, stop, t0).await })
+    };
+
+    let kinds: Vec<&'static str> = ["kill", "pause", "partition", "membership"]
+        .into_iter()
+        .filter(|k| args.faults.iter().any(|f| f == k))
+        .collect();
+    let mut faults: Vec<FaultRecord> = Vec::new();
+    let mut leaders: Vec<usize> = Vec::new();
+    let deadline = t0 + Duration::from_secs(args.duration);
+    let max_nodes = args.nodes + 1;
+    // Every kind once first (in a seeded order), then a seeded random mix.
+    let mut queue: Vec<&'static str> = kinds.clone();
+    queue.shuffle(&mut rng);
+    while Instant::now() < deadline && !kinds.is_empty() {
+        let kind = if queue.is_empty() {
+            kinds[rng.random_range(0..kinds.len())]
+        } else {
+            queue.remove(0)
+        };
+        let at = t0.elapsed();
+        let what = inject(kind, &mut cluster, &mut rng, &http, &targets, max_nodes).await;
+        println!("chaos: {:>7.2}s {kind}: {what}", at.as_secs_f64());
+        faults.push(FaultRecord { at, kind, what });
+        if let Some(l) = cluster.leader(&http).await
+            && leaders.last() != Some(&l)
+        {
+            leaders.push(l);
+        }
+        sleep_ms(&mut rng, 300, 1200).await;
+    }
+
+    // Heal everything and let the cluster recover before the final checks.
+    if let Some(fw) = &cluster.firewall {
+        fw.heal();
+    }
+    for i in cluster.members() {
+        if cluster.nodes[i].paused {
+            cluster.resume(i);
+        }
+        if !cluster.nodes[i].running() {
+            cluster.start(i);
+        }
+    }
+    println!("chaos: faults healed; waiting for the cluster to recover");
+    let recovered = cluster.wait_healthy(&http, Duration::from_secs(60)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut history = load.await.unwrap_or_default();
+    println!(
+        "chaos: load stopped; {} operations recorded; final reads and checks",
+        history.len()
+    );
+    let mut problems = Vec::new();
+    if let Err(e) = &recovered {
+        problems.push(format!(
+            "the cluster did not recover after the faults were healed: {e}"
+        ));
+    } else {
+        let (final_reads, convergence) = final_state(&cluster, &http, args.ids, t0).await;
+        history.extend(final_reads);
+        problems.extend(convergence);
+    }
+
+    let anomalies = checker::check(&history);
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for op in &history {
+        let call = match op.call {
+            Call::Create(_) => "create",
+            Call::Update(_) => "update",
+            Call::Delete => "delete",
+            Call::Get => "get",
+        };
+        let ret = match op.ret {
+            Ret::Unknown => "unknown",
+            Ret::Done | Ret::Found(_) => "ok",
+            Ret::Exists | Ret::NotFound => "ok (exists/not found)",
+        };
+        *outcomes.entry(format!("{call} {ret}")).or_default() += 1;
+    }
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &faults {
+        *by_kind.entry(f.kind).or_default() += 1;
+    }
+    println!("\n== chaos summary (seed {seed}, {} nodes)", args.nodes);
+    println!("operations: {} recorded", history.len());
+    for (k, v) in &outcomes {
+        println!("  {k:<28} {v}");
+    }
+    println!("faults injected: {by_kind:?}");
+    println!(
+        "leaders seen in turn: {} (changes: {})",
+        leaders.len(),
+        leaders.len().saturating_sub(1)
+    );
+    println!("anomalies: {}", anomalies.len() + problems.len());
+    for p in &problems {
+        println!("  {p}");
+    }
+    for a in &anomalies {
+        println!("  id {}: no linearization; operations around the failure:", a.id);
+        for op in &a.slice {
+            println!("{}", format_op(op));
+        }
+    }
+    if anomalies.is_empty() && problems.is_empty() {
+        println!("result: OK");
+        cluster.shutdown();
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "result: FAILED — replay with --seed {seed} --nodes {}; fault schedule:",
+            args.nodes
+        );
+        for f in &faults {
+            println!("  {:>7.2}s {}: {}", f.at.as_secs_f64(), f.kind, f.what);
+        }
+        println!("node logs kept in {}", dir.keep().display());
+        cluster.shutdown();
+        ExitCode::from(1)
+    }
+}
