@@ -1,8 +1,8 @@
 # openraft-memory container image.
 #
 #   docker build -t openraft-memory .                      # builds from source (needs internet)
-#   docker build --target prebuilt -t openraft-memory \
-#       -f Dockerfile target/x86_64-unknown-linux-gnu/release   # from a static binary, no pull
+#   docker build --target prebuilt -t openraft-memory -f Dockerfile DIR
+#       # from a static binary: DIR holds only `openraft-memory`; nothing is pulled
 #
 # The runtime is `scratch`: one static binary, no shell, no libc, numeric non-root user.
 
