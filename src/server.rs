@@ -249,6 +249,9 @@ async fn report_health(
     }
 }
 
+/// The shortest interval between two updates of the Raft gauges.
+const METRICS_COALESCE: Duration = Duration::from_millis(50);
+
 /// Mirrors OpenRaft's metrics channel into the Prometheus gauges.
 async fn feed_metrics(node: RaftNode, mut stop: watch::Receiver<bool>) {
     let mut rx = node.raft().metrics();
@@ -306,5 +309,9 @@ async fn feed_metrics(node: RaftNode, mut stop: watch::Receiver<bool>) {
             changed = rx.changed() => if changed.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
+        // OpenRaft publishes metrics on every applied batch; under load that is thousands
+        // of times a second. Coalesce: the watch channel keeps only the newest value, and
+        // nothing scrapes more often than this.
+        tokio::time::sleep(METRICS_COALESCE).await;
     }
 }

@@ -131,8 +131,12 @@ impl Cluster {
                 ("OPENRAFT_MEMORY__RAFT__LOGS_TO_KEEP", "50"),
                 ("OPENRAFT_MEMORY__CLUSTER__BOOTSTRAP_PROBE", "1s"),
                 ("OPENRAFT_MEMORY__CLUSTER__JOIN_BACKOFF_MAX", "1s"),
-                ("RUST_LOG", "info,openraft=warn,openraft_memory=info"),
             ])
+            .env(
+                "RUST_LOG",
+                std::env::var("CHAOS_NODE_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn,openraft_memory=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
