@@ -66,6 +66,9 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<peer::VoteRequest>,
     ) -> Result<Response<peer::VoteResponse>, Status> {
+        // A restarted (empty) node must not vote in its predecessor's name: that would let a
+        // candidate that lacks committed entries win an election.
+        self.check_target(&request)?;
         let req = request.into_inner();
         let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
         let rpc = VoteRequest {

@@ -865,3 +865,65 @@ async fn a_follower_without_leader_refuses_writes_as_not_applied() {
             .is_some()
     );
 }
+
+/// Raft RPCs name the node id they are for; a node refuses those meant for another id (a
+/// predecessor at the same address), or an empty restarted node could vote for a candidate
+/// that lacks committed entries. The chaos checker found exactly that before votes were
+/// checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_rpcs_for_another_node_id_are_refused() {
+    use openraft_memory::pb::peer;
+    use openraft_memory::pb::peer::raft_peer_client::RaftPeerClient;
+    let mut node = Node::new("solo", fresh_ip(), vec![], vec![]);
+    node.start();
+    wait_for("ready", Duration::from_secs(20), || async {
+        node.ready().await.then_some(())
+    })
+    .await;
+    let my_id = node.cluster().await.expect("cluster")["node"]["id"]
+        .as_u64()
+        .expect("id");
+    let mut peer_client = RaftPeerClient::connect(format!("http://{}:{}", node.ip, util::RAFT_PORT))
+        .await
+        .expect("peer connect");
+    let vote = || peer::VoteRequest {
+        vote: Some(peer::Vote {
+            leader_id: Some(peer::LeaderId { term: 99, node_id: 7 }),
+            committed: false,
+        }),
+        last_log_id: None,
+    };
+    fn addressed<T>(target: u64, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.metadata_mut()
+            .insert("x-raft-target-node", target.to_string().parse().expect("ascii"));
+        req
+    }
+    let err = peer_client
+        .vote(addressed(my_id + 1, vote()))
+        .await
+        .expect_err("wrong id");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("is not here"), "{}", err.message());
+    let append = peer::AppendEntriesRequest {
+        vote: vote().vote,
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let err = peer_client
+        .append_entries(addressed(my_id + 1, append))
+        .await
+        .expect_err("wrong id");
+    assert_eq!(err.code(), Code::Unavailable);
+    // Addressed correctly, the same vote is processed (and refused on its merits: the
+    // candidate's empty log is behind this node's).
+    let resp = peer_client
+        .vote(addressed(my_id, vote()))
+        .await
+        .expect("processed")
+        .into_inner();
+    assert!(!resp.vote_granted);
+    // The node kept serving.
+    assert!(node.ready().await);
+}
