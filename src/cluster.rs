@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::discovery::Peer;
 use crate::model::ordinal_of;
+use crate::network::client::within;
 use crate::node::RaftNode;
 use crate::pb::peer;
 
@@ -165,7 +166,9 @@ async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Option<String> {
         let mut client = node.peers().client(&p.addr).ok()?;
         let mut req = tonic::Request::new(peer::StatusRequest {});
         req.set_timeout(Duration::from_millis(500));
-        let status = client.status(req).await.ok()?.into_inner();
+        let status = within(Duration::from_millis(500), client.status(req))
+            .await
+            .ok()?;
         (status.initialized && status.node_id != node.id()).then(|| p.addr.clone())
     });
     futures::future::join_all(probes)
@@ -183,7 +186,8 @@ async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, tonic::Status>
     });
     // Catching up a learner can take a while with a large state: allow for it.
     req.set_timeout(node.settings().raft.write_timeout * 6);
-    Ok(client.join(req).await?.into_inner().leader_id)
+    let limit = node.settings().raft.write_timeout * 6;
+    Ok(within(limit, client.join(req)).await?.leader_id)
 }
 
 /// On the leader, with DNS discovery: removes members whose pods are gone for longer than

@@ -17,6 +17,7 @@ use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::{Command, CommandResult, Member, Student};
 use crate::network::PeerClients;
+use crate::network::client::within;
 use crate::pb::peer;
 use crate::store::StateMachineStore;
 use crate::{NodeId, Raft};
@@ -404,9 +405,13 @@ impl RaftNode {
         req.set_timeout(deadline.saturating_duration_since(Instant::now()));
         crate::telemetry::inject(&mut req);
         let started = Instant::now();
-        let resp = client.client_write(req).await;
+        let resp = within(
+            deadline.saturating_duration_since(started),
+            client.client_write(req),
+        )
+        .await;
         self.observe_peer_rpc("client_write", leader, started);
-        let resp = resp.map_err(|s| write_status_to_error(s, leader))?.into_inner();
+        let resp = resp.map_err(|s| write_status_to_error(s, leader))?;
         resp.result
             .ok_or(crate::pb::MissingField("client_write_response.result"))
             .and_then(CommandResult::try_from)
@@ -449,10 +454,13 @@ impl RaftNode {
                 let mut req = tonic::Request::new(peer::ReadIndexRequest {});
                 req.set_timeout(deadline.saturating_duration_since(Instant::now()));
                 let started = Instant::now();
-                let r = client.read_index(req).await;
+                let r = within(
+                    deadline.saturating_duration_since(started),
+                    client.read_index(req),
+                )
+                .await;
                 self.observe_peer_rpc("read_index", &leader, started);
-                r.map(|r| r.into_inner().index)
-                    .map_err(|s| status_to_error(s, &leader))
+                r.map(|r| r.index).map_err(|s| status_to_error(s, &leader))
             };
             match r {
                 Err(NodeError::NotLeader { .. }) => continue,
@@ -519,11 +527,13 @@ impl RaftNode {
                     member: Some(member.clone().into()),
                 });
                 req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                client
-                    .join(req)
-                    .await
-                    .map(|r| r.into_inner().leader_id)
-                    .map_err(|s| status_to_error(s, &leader))
+                within(
+                    deadline.saturating_duration_since(Instant::now()),
+                    client.join(req),
+                )
+                .await
+                .map(|r| r.leader_id)
+                .map_err(|s| status_to_error(s, &leader))
             };
             match r {
                 Err(NodeError::NotLeader { .. }) => continue,
@@ -607,11 +617,17 @@ impl RaftNode {
                     .peers
                     .client(&leader.addr)
                     .map_err(|s| status_to_error(s, &leader))?;
-                client
-                    .remove_member(peer::RemoveMemberRequest { node_id: id })
-                    .await
-                    .map(|_| ())
-                    .map_err(|s| status_to_error(s, &leader))
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                within(
+                    remaining,
+                    client.remove_member(peer::RemoveMemberRequest { node_id: id }),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|s| match s.code() {
+                    Code::NotFound => NodeError::UnknownMember(id),
+                    _ => status_to_error(s, &leader),
+                })
             };
             match r {
                 Err(NodeError::NotLeader { .. }) => continue,
@@ -773,7 +789,6 @@ pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
             peer.name,
             status.message()
         )),
-        Code::NotFound => NodeError::UnknownMember(0),
         Code::Unavailable => NodeError::NoLeader(format!(
             "leader {} is unreachable: {}",
             peer.name,

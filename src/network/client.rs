@@ -47,6 +47,19 @@ fn addressed<T>(msg: T, target: NodeId) -> tonic::Request<T> {
     req
 }
 
+/// Bounds a peer call on the client side. `grpc-timeout` alone does not bound the time a
+/// request waits for a connection to a peer that is paused or cut off, and cluster
+/// formation must never wait forever on one peer.
+pub async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!("no answer within {limit:?}"))),
+    }
+}
+
 /// Snapshot bytes per streamed message: small enough to stay far below gRPC message limits,
 /// large enough that per-message overhead does not matter.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;

@@ -300,6 +300,13 @@ async fn sts_scale_up_and_down_follows_dns_after_the_grace_period() {
         .await
         .expect("delete member");
     assert_eq!(r.status(), 404, "removing an unknown member is a clear 404");
+    let body: Value = r.json().await.expect("problem");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&id.to_string())),
+        "the problem names the member: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
