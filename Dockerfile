@@ -5,13 +5,11 @@
 #       # from a static binary: DIR holds only `openraft-memory`; nothing is pulled
 #
 # The runtime is `scratch`: one static binary, no shell, no libc, numeric non-root user.
+# Stages come in this order so that even the classic builder (no BuildKit) builds only
+# `base` and `prebuilt` for `--target prebuilt`.
 
-# ---- runtime, from an already built static binary (the build context holds it) -------------
-# The same image as `runtime` without a base image pull: what CI and air-gapped hosts use.
-# It comes first so that even the classic builder (no BuildKit) builds nothing else for
-# `--target prebuilt`.
-FROM scratch AS prebuilt
-COPY openraft-memory /openraft-memory
+# ---- base: the runtime's metadata, shared by both ways of getting the binary ---------------
+FROM scratch AS base
 LABEL org.opencontainers.image.title="openraft-memory" \
       org.opencontainers.image.description="A Raft-replicated store of student records" \
       org.opencontainers.image.source="https://github.com/openraft-memory/openraft-memory" \
@@ -24,6 +22,11 @@ USER 65532:65532
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s CMD ["/openraft-memory", "probe", "ready"]
 ENTRYPOINT ["/openraft-memory"]
 CMD ["serve"]
+
+# ---- runtime from an already built static binary (the build context holds it) --------------
+# What CI and air-gapped hosts use: no base image is pulled.
+FROM base AS prebuilt
+COPY openraft-memory /openraft-memory
 
 # ---- builder: for users with internet access ---------------------------------------------
 FROM rust:1.95-bookworm AS builder
@@ -36,18 +39,6 @@ RUN target="$(uname -m)-unknown-linux-gnu" \
     cargo build --release --locked --target "$target" \
  && cp "target/$target/release/openraft-memory" /openraft-memory
 
-# ---- runtime, from the builder -------------------------------------------------------------
-FROM scratch AS runtime
+# ---- runtime, from the builder (the default target) -----------------------------------------
+FROM base AS runtime
 COPY --from=builder /openraft-memory /openraft-memory
-LABEL org.opencontainers.image.title="openraft-memory" \
-      org.opencontainers.image.description="A Raft-replicated store of student records" \
-      org.opencontainers.image.source="https://github.com/openraft-memory/openraft-memory" \
-      org.opencontainers.image.licenses="MIT OR Apache-2.0"
-ENV OPENRAFT_MEMORY__HTTP__ADDR=0.0.0.0:8080 \
-    OPENRAFT_MEMORY__GRPC__ADDR=0.0.0.0:50051 \
-    OPENRAFT_MEMORY__RAFT__ADDR=0.0.0.0:50052
-EXPOSE 8080 50051 50052
-USER 65532:65532
-HEALTHCHECK --interval=5s --timeout=3s --start-period=10s CMD ["/openraft-memory", "probe", "ready"]
-ENTRYPOINT ["/openraft-memory"]
-CMD ["serve"]
