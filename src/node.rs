@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tonic::Code;
 
@@ -37,9 +37,6 @@ pub enum NodeError {
     /// The operation did not finish in time; a write may or may not have been applied.
     #[error("{0}")]
     Timeout(String),
-    /// The node is shutting down.
-    #[error("this node is shutting down")]
-    ShuttingDown,
     /// A membership change was refused.
     #[error("{0}")]
     Membership(String),
@@ -265,8 +262,11 @@ impl RaftNode {
         (c > 0).then_some(c)
     }
 
+    /// The leader this node knows, with its address. On every request's path: it borrows the
+    /// metrics instead of cloning them.
     fn current_leader(&self) -> Option<(NodeId, Member)> {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let rx = self.inner.raft.metrics();
+        let m = rx.borrow();
         let leader = m.current_leader?;
         let member = m.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, member))
@@ -274,6 +274,9 @@ impl RaftNode {
 
     /// Waits (bounded) until some leader is known, for requests that arrive mid-election.
     async fn await_leader(&self, deadline: Instant) -> Result<(NodeId, Member), NodeError> {
+        if let Some(known) = self.current_leader() {
+            return Ok(known);
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let wait = remaining.min(self.inner.settings.raft.election_timeout_max * 2);
         let _ = self
@@ -562,7 +565,7 @@ impl RaftNode {
             // Blocking: returns once the learner has caught up with the leader's log.
             raft.add_learner(id, member.clone(), true)
                 .await
-                .map_err(|e| membership_error(e.to_string()))?;
+                .map_err(|e| NodeError::Membership(e.to_string()))?;
         }
         // One joint change replaces the stale member with the new one, so the number of
         // live voters never drops below a quorum during the swap.
@@ -571,7 +574,7 @@ impl RaftNode {
         tracing::info!(node_id = id, ?stale, voters = ?new_voters, "promoting to voter");
         raft.change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
             .await
-            .map_err(|e| membership_error(e.to_string()))?;
+            .map_err(|e| NodeError::Membership(e.to_string()))?;
         // Stale learners (never promoted) are dropped from the node list too.
         let leftover: BTreeSet<NodeId> = {
             let m = raft.metrics().borrow().membership_config.clone();
@@ -583,7 +586,7 @@ impl RaftNode {
         if !leftover.is_empty() {
             raft.change_membership(ChangeMembers::RemoveNodes(leftover), false)
                 .await
-                .map_err(|e| membership_error(e.to_string()))?;
+                .map_err(|e| NodeError::Membership(e.to_string()))?;
         }
         Ok(())
     }
@@ -656,7 +659,7 @@ impl RaftNode {
         };
         raft.change_membership(change, false)
             .await
-            .map_err(|e| membership_error(e.to_string()))?;
+            .map_err(|e| NodeError::Membership(e.to_string()))?;
         Ok(())
     }
 
@@ -776,10 +779,6 @@ impl RaftNode {
     }
 }
 
-fn membership_error(msg: String) -> NodeError {
-    NodeError::Membership(msg)
-}
-
 /// Maps a peer's answer (or a transport failure) to a [`NodeError`].
 pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
     match status.code() {
@@ -837,17 +836,10 @@ pub fn error_to_status(e: NodeError) -> tonic::Status {
     match e {
         NodeError::NotLeader { .. } => tonic::Status::failed_precondition("not the leader"),
         NodeError::NoLeader(m) => not_applied(m),
-        NodeError::ShuttingDown => not_applied("shutting down"),
         NodeError::Timeout(m) => tonic::Status::deadline_exceeded(m),
         NodeError::Membership(m) => tonic::Status::aborted(m),
         NodeError::UnknownMember(id) => tonic::Status::not_found(format!("no member with id {id}")),
         NodeError::Internal(m) => tonic::Status::internal(m),
-    }
-}
-
-impl From<ChangeMembershipError<NodeId>> for NodeError {
-    fn from(e: ChangeMembershipError<NodeId>) -> Self {
-        NodeError::Membership(e.to_string())
     }
 }
 

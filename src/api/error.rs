@@ -70,7 +70,7 @@ impl ApiError {
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found", false),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already-exists", "Already exists", false),
-            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown) => (
+            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-leader",
                 "No leader available",
@@ -142,7 +142,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound(_) | ApiError::Node(N::UnknownMember(_)) => Code::NotFound,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             // Nothing was applied: marked, so clients know a retry is safe.
-            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. } | N::ShuttingDown) => {
+            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => {
                 return crate::node::not_applied(e.to_string());
             }
             // The write may have been applied: UNAVAILABLE without the not-applied marker.

@@ -164,12 +164,7 @@ async fn sts_pod0_restarted_empty_on_a_new_ip_joins_the_existing_cluster() {
     sts.wait_members(&[0, 1, 2]).await;
     let info = sts.pods[0].cluster().await.expect("cluster");
     assert_ne!(info["node"]["id"].as_u64(), old_id);
-    let ids: Vec<u64> = info["voters"]
-        .as_array()
-        .expect("v")
-        .iter()
-        .filter_map(|v| v["id"].as_u64())
-        .collect();
+    let ids = crate::util::voter_ids(&info);
     assert!(
         !ids.contains(&old_id.expect("old id")),
         "stale id still a member: {ids:?}"

@@ -119,14 +119,7 @@ async fn three_nodes_started_together_form_exactly_one_cluster() {
     let mut voter_sets = Vec::new();
     for n in &c.nodes {
         let info = n.cluster().await.expect("cluster");
-        let mut ids: Vec<u64> = info["voters"]
-            .as_array()
-            .expect("voters")
-            .iter()
-            .filter_map(|v| v["id"].as_u64())
-            .collect();
-        ids.sort_unstable();
-        voter_sets.push(ids);
+        voter_sets.push(util::voter_ids(&info));
     }
     assert!(voter_sets.windows(2).all(|w| w[0] == w[1]), "{voter_sets:?}");
     assert_eq!(
@@ -578,12 +571,7 @@ async fn killed_leader_fails_over_and_rejoins_through_a_snapshot() {
     let info = c.nodes[leader].cluster().await.expect("cluster");
     let new_id = info["node"]["id"].as_u64().expect("id");
     assert_ne!(new_id, old_id, "a restarted memory node must not reuse its id");
-    let voter_ids: Vec<u64> = info["voters"]
-        .as_array()
-        .expect("v")
-        .iter()
-        .filter_map(|v| v["id"].as_u64())
-        .collect();
+    let voter_ids = util::voter_ids(&info);
     assert!(
         voter_ids.contains(&new_id) && !voter_ids.contains(&old_id),
         "{voter_ids:?}"
@@ -926,4 +914,36 @@ async fn raft_rpcs_for_another_node_id_are_refused() {
     assert!(!resp.vote_granted);
     // The node kept serving.
     assert!(node.ready().await);
+}
+
+/// A peer that accepts connections but never answers (a paused process looks like this)
+/// must not stall bootstrap: ordinal 0 still initialises once its probe window ends. (The
+/// client-side bound of `network::client::within` is defence in depth for stalls this test
+/// does not reproduce, such as a connection whose packets a partition drops.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinal_zero_bootstraps_despite_a_silent_peer() {
+    let silent_ip = fresh_ip();
+    let listener = std::net::TcpListener::bind((silent_ip, util::RAFT_PORT)).expect("bind silent peer");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn); // keep it open, never write a byte
+        }
+    });
+    let mut node = Node::new(
+        "db-0",
+        fresh_ip(),
+        vec![format!("{silent_ip}:{}", util::RAFT_PORT)],
+        vec![],
+    );
+    node.start();
+    wait_for(
+        "ordinal 0 initialises and leads",
+        Duration::from_secs(20),
+        || async {
+            let info = node.cluster().await?;
+            (info["leader"]["name"] == "db-0").then_some(())
+        },
+    )
+    .await;
 }

@@ -279,6 +279,18 @@ impl Cluster {
     }
 }
 
+/// The voter ids in a `GET /cluster` answer, sorted.
+pub fn voter_ids(info: &Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = info["voters"]
+        .as_array()
+        .expect("voters")
+        .iter()
+        .filter_map(|v| v["id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
 pub fn json_student(id: i64, name: &str, score: f32) -> Value {
     serde_json::json!({"id": id, "name": name, "score": score})
 }
