@@ -217,14 +217,19 @@ impl Cluster {
             for &i in &self.members() {
                 let n = &self.nodes[i];
                 let ready = matches!(http.get(format!("{}/readyz", n.http())).send().await, Ok(r) if r.status() == 200);
-                let voters: Option<BTreeSet<String>> = cluster_info(http, &n.http()).await.and_then(|c| {
+                // By name, and one id per name: during a replacement the joint membership
+                // lists the dead predecessor and its successor under the same name.
+                let voters: Option<Vec<String>> = cluster_info(http, &n.http()).await.and_then(|c| {
                     c["voters"].as_array().map(|v| {
                         v.iter()
                             .filter_map(|x| x["name"].as_str().map(str::to_owned))
                             .collect()
                     })
                 });
-                if !ready || voters.as_ref() != Some(&want) {
+                let agreed = voters.as_ref().is_some_and(|v| {
+                    v.len() == want.len() && v.iter().cloned().collect::<BTreeSet<_>>() == want
+                });
+                if !ready || !agreed {
                     ok = false;
                     break;
                 }

@@ -297,7 +297,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             last_log_id: log_id_to_pb(rpc.last_log_id),
         };
         let resp = self
-            .timed("vote", timeout, client.vote(req))
+            .timed("vote", timeout, client.vote(addressed(req, self.target)))
             .await
             .map_err(to_err)?;
         let vote = resp

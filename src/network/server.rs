@@ -32,9 +32,16 @@ impl PeerService {
 impl PeerService {
     /// Refuses a Raft RPC meant for another node id: this address now belongs to a newer
     /// incarnation. `UNAVAILABLE` makes the sender back off from the stale id.
+    ///
+    /// An RPC without the header is refused too: a restarted, empty node answering a vote
+    /// or an append in its predecessor's name breaks Raft's safety (a candidate missing
+    /// committed entries can win), so the check must not be skippable. Being strict also
+    /// makes a sender that forgets the header fail every test at once instead of rarely.
     fn check_target<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let Some(raw) = request.metadata().get(TARGET_NODE_HEADER) else {
-            return Ok(());
+            return Err(Status::invalid_argument(format!(
+                "Raft RPCs must name their target node id in the {TARGET_NODE_HEADER} header"
+            )));
         };
         let target = raw.to_str().ok().and_then(|s| s.parse::<u64>().ok());
         match target {

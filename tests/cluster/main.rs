@@ -4,6 +4,7 @@
 
 mod k8s;
 mod observability;
+mod perf;
 mod sts;
 mod util;
 
@@ -893,6 +894,10 @@ async fn raft_rpcs_for_another_node_id_are_refused() {
         .expect_err("wrong id");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("is not here"), "{}", err.message());
+    // Not addressed at all: refused as well, never processed in whoever's name.
+    let err = peer_client.vote(vote()).await.expect_err("no target header");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("x-raft-target-node"), "{}", err.message());
     let append = peer::AppendEntriesRequest {
         vote: vote().vote,
         prev_log_id: None,
