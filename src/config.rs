@@ -41,6 +41,10 @@ logs_to_keep = 1000
 write_timeout = "5s"
 # How long a peer RPC may take before it counts as a timeout.
 rpc_timeout = "2s"
+# Concurrent client writes are proposed together, as one log entry of at most this many.
+max_batch_writes = 256
+# Batches proposed but not yet committed; further writes queue and join the next batch.
+max_in_flight_batches = 4
 
 [cluster]
 # Peer-port addresses of the other members (host:port). Empty: a single-node cluster.
@@ -170,6 +174,10 @@ pub struct RaftSettings {
     /// Deadline for one peer RPC.
     #[serde(with = "humantime_serde")]
     pub rpc_timeout: Duration,
+    /// Most client writes in one log entry.
+    pub max_batch_writes: usize,
+    /// Most batches proposed and not yet committed at once.
+    pub max_in_flight_batches: usize,
 }
 
 /// Cluster formation.
@@ -350,6 +358,12 @@ impl Settings {
         }
         if r.write_timeout.is_zero() {
             return invalid("raft.write_timeout", "must be greater than zero");
+        }
+        if r.max_batch_writes == 0 {
+            return invalid("raft.max_batch_writes", "must be at least 1");
+        }
+        if r.max_in_flight_batches == 0 {
+            return invalid("raft.max_in_flight_batches", "must be at least 1");
         }
         if self.http.max_body_bytes < 64 {
             return invalid("http.max_body_bytes", "must be at least 64 bytes");

@@ -18,9 +18,11 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: logging and tracing set-up.
 //! - [`probe`]: the `probe` subcommand, a health check for images without curl.
+//! - [`bench`]: the `bench` subcommand, a load driver with latency percentiles.
 //! - [`server`]: builds everything, binds the listeners and runs until shutdown.
 
 pub mod api;
+pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod discovery;

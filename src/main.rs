@@ -23,6 +23,8 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Check a local node's health: exit 0 when it answers 200 (for images without curl).
     Probe(ProbeArgs),
+    /// Load a running cluster and report throughput and latency percentiles.
+    Bench(Box<openraft_memory::bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -48,6 +50,29 @@ async fn run_probe(args: ProbeArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("openraft-memory probe: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_bench(args: &openraft_memory::bench::BenchArgs) -> ExitCode {
+    match openraft_memory::bench::run(args).await {
+        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("openraft-memory bench: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("openraft-memory bench: {e}");
             ExitCode::from(1)
         }
     }
@@ -148,6 +173,7 @@ async fn main() -> ExitCode {
     let args = match cli.command {
         Some(Cmd::Serve(a)) => *a,
         Some(Cmd::Probe(p)) => return run_probe(p).await,
+        Some(Cmd::Bench(b)) => return run_bench(&b).await,
         None => cli.serve,
     };
     let settings = match Settings::load(Sources {

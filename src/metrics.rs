@@ -58,6 +58,10 @@ pub struct Metrics {
     pub raft_client_write_duration: Histogram,
     /// Outgoing peer RPC latency by RPC and peer name.
     pub peer_rpc_duration: HistogramVec,
+    /// Readers served by each shared read-index round (how well reads are batched).
+    pub read_index_rounds: Histogram,
+    /// Client writes proposed together in one log entry (or one forwarded request).
+    pub write_batch_size: Histogram,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -122,6 +126,30 @@ impl Metrics {
         registry
             .register(Box::new(raft_client_write_duration.clone()))
             .expect("unique metric");
+        let read_index_rounds = Histogram::with_opts(
+            HistogramOpts::new(
+                "read_index_round_readers",
+                "Linearizable readers served by one shared read-index round",
+            )
+            .namespace("openraft_memory")
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(read_index_rounds.clone()))
+            .expect("unique metric");
+        let write_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "write_batch_size",
+                "Client writes proposed together as one log entry or forwarded request",
+            )
+            .namespace("openraft_memory")
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(write_batch_size.clone()))
+            .expect("unique metric");
         let build_info = gauge_vec(r, "build_info", "Build information; always 1", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
@@ -133,6 +161,8 @@ impl Metrics {
             registry.register(Box::new(pc)).expect("unique metric");
         }
         Metrics {
+            read_index_rounds,
+            write_batch_size,
             raft_node_id: gauge(r, "raft_node_id", "This node's Raft node id"),
             raft_term: gauge(r, "raft_term", "Current Raft term"),
             raft_state: gauge_vec(

@@ -31,6 +31,10 @@ pub enum Command {
     Update(Student),
     /// Remove a record.
     Delete(i64),
+    /// Several commands proposed together as one log entry, applied in order. Concurrent
+    /// client writes are batched this way so that many requests cost one Raft append, one
+    /// replication message and one apply.
+    Batch(Vec<Command>),
 }
 
 /// What applying a [`Command`] did. "Not found" and "already exists" are outcomes, not
@@ -47,6 +51,8 @@ pub enum CommandResult {
     NotFound(i64),
     /// A record with this id exists already.
     AlreadyExists(i64),
+    /// The outcomes of a [`Command::Batch`], in the batch's order.
+    Batch(Vec<CommandResult>),
 }
 
 /// A cluster member as Raft membership stores it: a stable name and the peer address.

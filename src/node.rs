@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::discovery::Discovery;
@@ -23,7 +24,7 @@ use crate::store::StateMachineStore;
 use crate::{NodeId, Raft};
 
 /// Why the node could not do what it was asked. The edges map each kind to a status once.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
     /// No leader is known or reachable; the caller may retry.
     #[error("no leader is available: {0}")]
@@ -136,6 +137,45 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Serialises membership changes made by this node while it leads.
     membership_lock: tokio::sync::Mutex<()>,
+    /// Client writes waiting to be proposed together.
+    proposals: Mutex<Proposals>,
+    /// Leadership confirmations shared by concurrent readers (this node as leader).
+    leader_reads: ReadRounds,
+    /// Read points shared by concurrent linearizable reads on this node.
+    barrier_reads: ReadRounds,
+}
+
+/// A client write waiting for its batch.
+struct Proposal {
+    cmd: Command,
+    /// The request's span: a batch of one runs in it, so its trace continues to the leader.
+    span: tracing::Span,
+    done: tokio::sync::oneshot::Sender<Result<CommandResult, NodeError>>,
+}
+
+/// The write batcher's state: writes not yet proposed, and batches in flight.
+#[derive(Default)]
+struct Proposals {
+    queue: Vec<Proposal>,
+    in_flight: usize,
+}
+
+/// A read point: the commit index a linearizable read must wait for (None: empty log).
+type ReadPoint = Result<Option<u64>, NodeError>;
+
+/// Concurrent readers share one read-index round instead of each paying for a quorum
+/// round trip. A reader joins the *next* round, never one already in flight: a round that
+/// started before the reader arrived could confirm a leadership (and a commit index) older
+/// than the reader's invocation, which would not be linearizable.
+#[derive(Default)]
+struct ReadRounds {
+    state: Mutex<RoundsState>,
+}
+
+#[derive(Default)]
+struct RoundsState {
+    running: bool,
+    waiting: Vec<tokio::sync::oneshot::Sender<ReadPoint>>,
 }
 
 /// A cheap-to-clone handle on this node.
@@ -174,6 +214,9 @@ impl RaftNode {
                 leader_commit: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 membership_lock: tokio::sync::Mutex::new(()),
+                proposals: Mutex::default(),
+                leader_reads: ReadRounds::default(),
+                barrier_reads: ReadRounds::default(),
             }),
         }
     }
@@ -312,7 +355,89 @@ impl RaftNode {
 
     /// Applies a write through Raft, on this node if it leads, else through the leader.
     /// Returns the state machine's outcome once the entry is committed and applied.
+    ///
+    /// Concurrent writes are batched: while `raft.max_in_flight_batches` batches are being
+    /// committed, new writes queue, and the next free slot proposes the whole queue as one
+    /// log entry (one forwarded RPC on a follower). A lone write goes out at once, so batching
+    /// costs latency only when the node is busy anyway.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, NodeError> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        self.lock_proposals().queue.push(Proposal {
+            cmd,
+            span: tracing::Span::current(),
+            done,
+        });
+        self.propose_queued();
+        rx.await
+            .unwrap_or_else(|_| Err(NodeError::Internal("the write's batch was dropped".into())))
+    }
+
+    fn lock_proposals(&self) -> std::sync::MutexGuard<'_, Proposals> {
+        self.inner
+            .proposals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts batches for queued writes while there is a free in-flight slot.
+    fn propose_queued(&self) {
+        let raft = &self.inner.settings.raft;
+        let batch: Vec<Proposal> = {
+            let mut p = self.lock_proposals();
+            if p.queue.is_empty() || p.in_flight >= raft.max_in_flight_batches {
+                return;
+            }
+            p.in_flight += 1;
+            let n = p.queue.len().min(raft.max_batch_writes);
+            p.queue.drain(..n).collect()
+        };
+        let node = self.clone();
+        // Its own task: a client that disconnects must not strand the others in its batch.
+        tokio::spawn(async move {
+            node.inner.metrics.write_batch_size.observe(batch.len() as f64);
+            let span = if batch.len() == 1 {
+                batch[0].span.clone()
+            } else {
+                tracing::info_span!("write_batch", writes = batch.len())
+            };
+            let (cmds, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.done)).unzip();
+            let n = cmds.len();
+            let combined = match <[Command; 1]>::try_from(cmds) {
+                Ok([one]) => one,
+                Err(many) => Command::Batch(many),
+            };
+            let result = node.write_direct(combined).instrument(span).await;
+            match result {
+                Ok(CommandResult::Batch(results)) if n > 1 && results.len() == n => {
+                    for (w, r) in waiters.into_iter().zip(results) {
+                        let _ = w.send(Ok(r));
+                    }
+                }
+                Ok(r) if n == 1 => {
+                    for w in waiters {
+                        let _ = w.send(Ok(r.clone()));
+                    }
+                }
+                Ok(other) => {
+                    let e = NodeError::Internal(format!("a batch of {n} writes produced {other:?}"));
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
+            node.lock_proposals().in_flight -= 1;
+            node.propose_queued();
+        });
+    }
+
+    /// Proposes one command (possibly a batch): locally if this node leads, else through
+    /// the leader, following a moved leader a few times.
+    async fn write_direct(&self, cmd: Command) -> Result<CommandResult, NodeError> {
         let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
         let mut last_err = None;
         for _ in 0..FORWARD_ATTEMPTS {
@@ -421,9 +546,63 @@ impl RaftNode {
             .map_err(|e| NodeError::Internal(e.to_string()))
     }
 
+    /// Runs `fetch` for this caller in a round shared with every caller that arrives while a
+    /// round is running (they all get the next round's answer). The round runs in its own
+    /// task, so a caller that goes away (client disconnect) does not strand the others.
+    async fn shared_round<F, Fut>(&self, rounds: fn(&Inner) -> &ReadRounds, fetch: F) -> ReadPoint
+    where
+        F: Fn(RaftNode) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ReadPoint> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut st = rounds(&self.inner)
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            st.waiting.push(tx);
+            !std::mem::replace(&mut st.running, true)
+        };
+        if start {
+            let node = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut st = rounds(&node.inner)
+                            .state
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        if st.waiting.is_empty() {
+                            st.running = false;
+                            break;
+                        }
+                        std::mem::take(&mut st.waiting)
+                    };
+                    node.inner.metrics.read_index_rounds.observe(batch.len() as f64);
+                    let point = fetch(node.clone()).await;
+                    for waiter in batch {
+                        let _ = waiter.send(point.clone());
+                    }
+                }
+            });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(NodeError::Internal("the shared read round was dropped".into())))
+    }
+
     /// A read point: once this node has applied up to the returned index, a local read is
-    /// linearizable.
-    pub async fn read_index_local(&self) -> Result<Option<u64>, NodeError> {
+    /// linearizable. Concurrent callers (local readers, followers' read-index requests)
+    /// share one leadership confirmation.
+    pub async fn read_index_local(&self) -> ReadPoint {
+        self.shared_round(
+            |i| &i.leader_reads,
+            |node| async move { node.confirm_leadership().await },
+        )
+        .await
+    }
+
+    /// One leadership confirmation by a quorum (a heartbeat round), with its read point.
+    async fn confirm_leadership(&self) -> ReadPoint {
         let timeout = self.inner.settings.raft.write_timeout;
         match tokio::time::timeout(timeout, self.inner.raft.get_read_log_id()).await {
             Err(_) => Err(NodeError::Timeout(format!(
@@ -441,7 +620,31 @@ impl RaftNode {
     }
 
     /// Waits until this node's state reflects every write acknowledged before the call.
+    /// Concurrent readers on this node share the read point (one request to the leader).
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
+        let index = self
+            .shared_round(
+                |i| &i.barrier_reads,
+                |node| async move { node.fetch_read_point().await },
+            )
+            .await?;
+        if let Some(index) = index {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.inner
+                .raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(index), "read barrier")
+                .await
+                .map_err(|e| {
+                    NodeError::Timeout(format!("this node did not catch up to the read point: {e}"))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Asks the leader (this node or another) for a read point, following a moved leader.
+    async fn fetch_read_point(&self) -> ReadPoint {
         let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
         let mut index = None;
         for _ in 0..FORWARD_ATTEMPTS {
@@ -473,21 +676,7 @@ impl RaftNode {
                 }
             }
         }
-        let Some(index) = index else {
-            return Err(NodeError::NoLeader("leader kept changing".into()));
-        };
-        if let Some(index) = index {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            self.inner
-                .raft
-                .wait(Some(remaining))
-                .applied_index_at_least(Some(index), "read barrier")
-                .await
-                .map_err(|e| {
-                    NodeError::Timeout(format!("this node did not catch up to the read point: {e}"))
-                })?;
-        }
-        Ok(())
+        index.ok_or_else(|| NodeError::NoLeader("leader kept changing".into()))
     }
 
     /// Reads one record.

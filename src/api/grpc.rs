@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::model::{Command, CommandResult, Student, validate_id};
+use crate::model::{Command, Student, validate_id};
 use crate::node::{Consistency, RaftNode};
 use crate::pb::client;
 use crate::pb::client::student_service_server::StudentService;
@@ -39,14 +39,7 @@ impl StudentGrpc {
     }
 
     async fn write(&self, cmd: Command) -> Result<Option<Student>, ApiError> {
-        match self.node.write(cmd).await? {
-            CommandResult::Created(s) | CommandResult::Updated(s) => Ok(Some(s)),
-            CommandResult::Deleted(_) => Ok(None),
-            CommandResult::NotFound(id) => Err(ApiError::NotFound(format!("no student with id {id}"))),
-            CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!(
-                "a student with id {id} exists already"
-            ))),
-        }
+        super::outcome(self.node.write(cmd).await?)
     }
 }
 

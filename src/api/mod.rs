@@ -9,3 +9,23 @@ pub mod rest;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest page size of list calls.
 pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Converts a write outcome to the record it produced, or the matching client error.
+pub(crate) fn outcome(
+    r: crate::model::CommandResult,
+) -> Result<Option<crate::model::Student>, error::ApiError> {
+    use crate::model::CommandResult;
+    use error::ApiError;
+    match r {
+        CommandResult::Created(s) | CommandResult::Updated(s) => Ok(Some(s)),
+        CommandResult::Deleted(_) => Ok(None),
+        CommandResult::NotFound(id) => Err(ApiError::NotFound(format!("no student with id {id}"))),
+        CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!(
+            "a student with id {id} exists already"
+        ))),
+        // A single command never yields a batch outcome: the node unpacks batches.
+        CommandResult::Batch(_) => Err(ApiError::Node(crate::node::NodeError::Internal(
+            "a single write produced a batch outcome".into(),
+        ))),
+    }
+}

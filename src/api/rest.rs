@@ -13,8 +13,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::model::{Command, CommandResult, Member, Student, validate_id};
+use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, outcome};
+use crate::model::{Command, Member, Student, validate_id};
 use crate::node::{Consistency, RaftNode};
 
 /// Builds the REST router for `node`.
@@ -162,18 +162,6 @@ struct ListParams {
 struct ListBody {
     students: Vec<Student>,
     next_after: Option<i64>,
-}
-
-/// Converts a write outcome to the record it produced, or the matching client error.
-fn outcome(r: CommandResult) -> Result<Option<Student>, ApiError> {
-    match r {
-        CommandResult::Created(s) | CommandResult::Updated(s) => Ok(Some(s)),
-        CommandResult::Deleted(_) => Ok(None),
-        CommandResult::NotFound(id) => Err(ApiError::NotFound(format!("no student with id {id}"))),
-        CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!(
-            "a student with id {id} exists already"
-        ))),
-    }
 }
 
 #[tracing::instrument(skip_all, fields(id = body.id))]

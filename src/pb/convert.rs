@@ -163,6 +163,9 @@ impl From<Command> for peer::Command {
             Command::Create(s) => Op::Create(s.into()),
             Command::Update(s) => Op::Update(s.into()),
             Command::Delete(id) => Op::Delete(id),
+            Command::Batch(cmds) => Op::Batch(peer::CommandBatch {
+                commands: cmds.into_iter().map(Into::into).collect(),
+            }),
         };
         peer::Command { op: Some(op) }
     }
@@ -176,6 +179,12 @@ impl TryFrom<peer::Command> for Command {
             Op::Create(s) => Command::Create(s.into()),
             Op::Update(s) => Command::Update(s.into()),
             Op::Delete(id) => Command::Delete(id),
+            Op::Batch(b) => Command::Batch(
+                b.commands
+                    .into_iter()
+                    .map(Command::try_from)
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }
@@ -189,6 +198,9 @@ impl From<CommandResult> for peer::CommandResult {
             CommandResult::Deleted(id) => Outcome::Deleted(id),
             CommandResult::NotFound(id) => Outcome::NotFound(id),
             CommandResult::AlreadyExists(id) => Outcome::AlreadyExists(id),
+            CommandResult::Batch(rs) => Outcome::Batch(peer::CommandResultBatch {
+                results: rs.into_iter().map(Into::into).collect(),
+            }),
         };
         peer::CommandResult {
             outcome: Some(outcome),
@@ -206,6 +218,12 @@ impl TryFrom<peer::CommandResult> for CommandResult {
             Outcome::Deleted(id) => CommandResult::Deleted(id),
             Outcome::NotFound(id) => CommandResult::NotFound(id),
             Outcome::AlreadyExists(id) => CommandResult::AlreadyExists(id),
+            Outcome::Batch(b) => CommandResult::Batch(
+                b.results
+                    .into_iter()
+                    .map(CommandResult::try_from)
+                    .collect::<Result<_, _>>()?,
+            ),
         })
     }
 }
@@ -293,6 +311,17 @@ mod tests {
             Entry {
                 log_id,
                 payload: EntryPayload::Normal(Command::Delete(5)),
+            },
+            Entry {
+                log_id,
+                payload: EntryPayload::Normal(Command::Batch(vec![
+                    Command::Delete(7),
+                    Command::Batch(vec![Command::Update(Student {
+                        id: 2,
+                        name: "Bo".into(),
+                        score: 1.0,
+                    })]),
+                ])),
             },
             Entry {
                 log_id,

@@ -50,6 +50,9 @@ impl StateMachineData {
                 Some(_) => CommandResult::Deleted(id),
                 None => CommandResult::NotFound(id),
             },
+            Command::Batch(cmds) => {
+                CommandResult::Batch(cmds.into_iter().map(|c| self.apply_command(c)).collect())
+            }
         }
     }
 }
@@ -267,6 +270,27 @@ mod tests {
         );
         assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::Deleted(1));
         assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::NotFound(1));
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_with_one_outcome_each() {
+        let mut d = StateMachineData::default();
+        let batch = Command::Batch(vec![
+            Command::Create(student(1)),
+            Command::Create(student(1)),
+            Command::Delete(1),
+            Command::Batch(vec![Command::Delete(1)]),
+        ]);
+        assert_eq!(
+            d.apply_command(batch),
+            CommandResult::Batch(vec![
+                CommandResult::Created(student(1)),
+                CommandResult::AlreadyExists(1),
+                CommandResult::Deleted(1),
+                CommandResult::Batch(vec![CommandResult::NotFound(1)]),
+            ])
+        );
+        assert!(d.students.is_empty());
     }
 
     #[test]

@@ -1,0 +1,256 @@
+//! The fast paths' correctness (issue 7): concurrent writes batched into shared log entries
+//! still get one outcome each, concurrent linearizable reads sharing one read-index round
+//! still see every earlier write, and the `bench` load driver reports what it measured.
+//! No test here asserts a speed: benchmarks live in `scripts/bench.sh`.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::util::{Cluster, GRPC_PORT, HTTP_PORT, Node, client as http, fresh_ip, json_student, wait_for};
+use crate::{samples, value};
+
+/// Sums a metric over every node of the cluster.
+async fn metric_sum(nodes: &[Node], key: &str) -> f64 {
+    let mut total = 0.0;
+    for n in nodes {
+        let text = http()
+            .get(format!("{}/metrics", n.http()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        total += value(&samples(&text), key).unwrap_or(0.0);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_batched_and_each_gets_its_own_outcome() {
+    // One batch in flight at a time: concurrent writes must queue and share entries.
+    let mut c = Cluster::new(
+        3,
+        vec![("OPENRAFT_MEMORY__RAFT__MAX_IN_FLIGHT_BATCHES".into(), "1".into())],
+    );
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let follower = (leader + 1) % 3;
+
+    // Ids 1..=40 are created twice (one must win, one must be told 409), 41..=80 once; the
+    // requests are spread over the leader and a follower, whose batch is forwarded whole.
+    let requests: Vec<(usize, i64)> = (1..=80)
+        .map(|id| (if id % 2 == 0 { leader } else { follower }, id))
+        .chain((1..=40).map(|id| (if id % 2 == 0 { follower } else { leader }, id)))
+        .collect();
+    let calls = requests.iter().map(|&(node, id)| {
+        let url = format!("{}/students", c.nodes[node].http());
+        async move {
+            let r = http()
+                .post(url)
+                .json(&json_student(id, &format!("s{id}"), id as f32))
+                .send()
+                .await
+                .expect("post");
+            (id, r.status().as_u16())
+        }
+    });
+    let mut outcomes: BTreeMap<i64, Vec<u16>> = BTreeMap::new();
+    for (id, status) in join_all(calls).await {
+        outcomes.entry(id).or_default().push(status);
+    }
+    for (id, mut statuses) in outcomes {
+        statuses.sort_unstable();
+        let want = if id <= 40 { vec![201, 409] } else { vec![201] };
+        assert_eq!(statuses, want, "outcomes for id {id}");
+    }
+    // Every record is there, with its own value, on every node.
+    for n in &c.nodes {
+        let body: Value = http()
+            .get(format!("{}/students?limit=1000", n.http()))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("list body");
+        let got: Vec<(i64, f64)> = body["students"]
+            .as_array()
+            .expect("students")
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_i64().unwrap_or(-1),
+                    s["score"].as_f64().unwrap_or(-1.0),
+                )
+            })
+            .collect();
+        let want: Vec<(i64, f64)> = (1..=80).map(|id| (id, id as f64)).collect();
+        assert_eq!(got, want, "records on {}", n.name);
+    }
+    // Batching happened: fewer batches than writes.
+    let batches = metric_sum(&c.nodes, "openraft_memory_write_batch_size_count").await;
+    let writes = metric_sum(&c.nodes, "openraft_memory_write_batch_size_sum").await;
+    assert_eq!(writes, 120.0, "every write went through the batcher once");
+    assert!(
+        batches < writes,
+        "{batches} batches for {writes} writes: nothing was batched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_linearizable_reads_share_rounds_and_see_every_earlier_write() {
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    for round in 0..3 {
+        // A write acknowledged before the reads start must be visible to every one of them,
+        // on the leader and on the followers, although they share read-index rounds.
+        let name = format!("v{round}");
+        let r = if round == 0 {
+            http()
+                .post(format!("{}/students", c.nodes[leader].http()))
+                .json(&json_student(7, &name, 1.0))
+                .send()
+                .await
+        } else {
+            http()
+                .put(format!("{}/students/7", c.nodes[(leader + round) % 3].http()))
+                .json(&serde_json::json!({"name": name, "score": 1.0}))
+                .send()
+                .await
+        }
+        .expect("write");
+        assert!(r.status().is_success(), "write {round}: {}", r.status());
+        let reads = (0..90).map(|i| {
+            let url = format!("{}/students/7", c.nodes[i % 3].http());
+            async move {
+                let r = http().get(url).send().await.expect("get");
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                (status, body["name"].as_str().unwrap_or_default().to_owned())
+            }
+        });
+        for (status, got) in join_all(reads).await {
+            assert_eq!(
+                (status, got.as_str()),
+                (200, name.as_str()),
+                "a read missed write {round}"
+            );
+        }
+    }
+    let rounds = metric_sum(&c.nodes, "openraft_memory_read_index_round_readers_count").await;
+    let readers = metric_sum(&c.nodes, "openraft_memory_read_index_round_readers_sum").await;
+    assert!(readers >= 270.0, "every read joined a round: {readers}");
+    assert!(
+        rounds < readers,
+        "{rounds} rounds for {readers} readers: no round was shared"
+    );
+}
+
+fn bench(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_openraft-memory"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run bench");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_driver_reports_what_it_sent_over_rest_and_grpc() {
+    let mut node = Node::new("bench", fresh_ip(), vec![], vec![]);
+    node.start();
+    wait_for("single node ready", Duration::from_secs(20), || async {
+        node.ready().await.then_some(())
+    })
+    .await;
+    let rest = format!("{}:{HTTP_PORT}", node.ip);
+    let grpc = format!("{}:{GRPC_PORT}", node.ip);
+
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "--targets",
+            &rest,
+            "--workload",
+            "create",
+            "-c",
+            "8",
+            "--requests",
+            "300",
+            "--warmup",
+            "0s",
+            "--json",
+        ])
+    })
+    .await
+    .expect("bench task");
+    assert_eq!(code, Some(0), "bench failed: {err}");
+    let report: Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["ok"], 300, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let p50 = report["latency_ms"]["p50"].as_f64().expect("p50");
+    let p99 = report["latency_ms"]["p99"].as_f64().expect("p99");
+    assert!(p50 > 0.0 && p50 <= p99, "{report}");
+    // The creates really happened: 300 records.
+    let body: Value = http()
+        .get(format!("{}/students?limit=1000", node.http()))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list body");
+    assert_eq!(body["students"].as_array().map(Vec::len), Some(300));
+
+    // gRPC, mixed reads and updates of pre-created records, table output.
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "--targets",
+            &grpc,
+            "--protocol",
+            "grpc",
+            "--workload",
+            "mixed",
+            "--records",
+            "20",
+            "-c",
+            "4",
+            "--requests",
+            "200",
+            "--warmup",
+            "0s",
+        ])
+    })
+    .await
+    .expect("bench task");
+    assert_eq!(code, Some(0), "bench failed: {err}");
+    assert!(
+        out.starts_with("mixed over grpc, 4 connections, closed loop"),
+        "{out}"
+    );
+    let row: Vec<&str> = out
+        .lines()
+        .nth(2)
+        .expect("result row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.first().copied(), Some("200"), "{out}");
+    assert_eq!(row.get(1).copied(), Some("0"), "{out}");
+
+    // Nothing listening: a clear error, not a panic.
+    let (code, _, err) =
+        tokio::task::spawn_blocking(|| bench(&["--targets", "127.0.0.1:1", "--requests", "1"]))
+            .await
+            .expect("bench task");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("connect 127.0.0.1:1"), "{err}");
+}
