@@ -84,6 +84,20 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
     c
 }
 
+/// Buckets for counts of things served together (batch sizes).
+const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(
+        HistogramOpts::new(name, help)
+            .namespace("openraft_memory")
+            .buckets(buckets),
+    )
+    .expect("valid metric");
+    registry.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let h = HistogramVec::new(
         HistogramOpts::new(name, help)
@@ -114,42 +128,24 @@ impl Metrics {
         registry
             .register(Box::new(raft_leader_changes_total.clone()))
             .expect("unique metric");
-        let raft_client_write_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "raft_client_write_duration_seconds",
-                "Time from proposing a write to Raft until it is applied",
-            )
-            .namespace("openraft_memory")
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(raft_client_write_duration.clone()))
-            .expect("unique metric");
-        let read_index_rounds = Histogram::with_opts(
-            HistogramOpts::new(
-                "read_index_round_readers",
-                "Linearizable readers served by one shared read-index round",
-            )
-            .namespace("openraft_memory")
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(read_index_rounds.clone()))
-            .expect("unique metric");
-        let write_batch_size = Histogram::with_opts(
-            HistogramOpts::new(
-                "write_batch_size",
-                "Client writes proposed together as one log entry or forwarded request",
-            )
-            .namespace("openraft_memory")
-            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(write_batch_size.clone()))
-            .expect("unique metric");
+        let raft_client_write_duration = histogram(
+            r,
+            "raft_client_write_duration_seconds",
+            "Time from proposing a write to Raft until it is applied",
+            LATENCY_BUCKETS.to_vec(),
+        );
+        let read_index_rounds = histogram(
+            r,
+            "read_index_round_readers",
+            "Linearizable readers served by one shared read-index round",
+            SIZE_BUCKETS.to_vec(),
+        );
+        let write_batch_size = histogram(
+            r,
+            "write_batch_size",
+            "Client writes proposed together as one log entry or forwarded request",
+            SIZE_BUCKETS.to_vec(),
+        );
         let build_info = gauge_vec(r, "build_info", "Build information; always 1", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]

@@ -139,6 +139,7 @@ fn decode_students(bytes: &[u8]) -> Result<BTreeMap<i64, Student>, prost::Decode
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let started = std::time::Instant::now();
         // Copy under the read lock, encode outside it, so applying is blocked only briefly.
         let (last_applied, last_membership, students) = {
             let data = self.read();
@@ -163,7 +164,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: bytes.clone(),
         });
-        tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), bytes = bytes.len(), "built snapshot");
+        tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), bytes = bytes.len(),
+            took_ms = started.elapsed().as_millis() as u64, "built snapshot");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),

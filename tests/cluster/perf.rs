@@ -13,6 +13,24 @@ use serde_json::Value;
 use crate::util::{Cluster, GRPC_PORT, HTTP_PORT, Node, client as http, fresh_ip, json_student, wait_for};
 use crate::{samples, value};
 
+/// Every record a node holds, as (id, the whole record), in id order.
+async fn records(node: &Node) -> Vec<(i64, Value)> {
+    let body: Value = http()
+        .get(format!("{}/students?limit=1000", node.http()))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list body");
+    body["students"]
+        .as_array()
+        .expect("students")
+        .iter()
+        .map(|s| (s["id"].as_i64().unwrap_or(-1), s.clone()))
+        .collect()
+}
+
 /// Sums a metric over every node of the cluster.
 async fn metric_sum(nodes: &[Node], key: &str) -> f64 {
     let mut total = 0.0;
@@ -70,24 +88,10 @@ async fn concurrent_writes_are_batched_and_each_gets_its_own_outcome() {
     }
     // Every record is there, with its own value, on every node.
     for n in &c.nodes {
-        let body: Value = http()
-            .get(format!("{}/students?limit=1000", n.http()))
-            .send()
+        let got: Vec<(i64, f64)> = records(n)
             .await
-            .expect("list")
-            .json()
-            .await
-            .expect("list body");
-        let got: Vec<(i64, f64)> = body["students"]
-            .as_array()
-            .expect("students")
-            .iter()
-            .map(|s| {
-                (
-                    s["id"].as_i64().unwrap_or(-1),
-                    s["score"].as_f64().unwrap_or(-1.0),
-                )
-            })
+            .into_iter()
+            .map(|(id, s)| (id, s["score"].as_f64().unwrap_or(-1.0)))
             .collect();
         let want: Vec<(i64, f64)> = (1..=80).map(|id| (id, id as f64)).collect();
         assert_eq!(got, want, "records on {}", n.name);
@@ -201,15 +205,7 @@ async fn the_bench_driver_reports_what_it_sent_over_rest_and_grpc() {
     let p99 = report["latency_ms"]["p99"].as_f64().expect("p99");
     assert!(p50 > 0.0 && p50 <= p99, "{report}");
     // The creates really happened: 300 records.
-    let body: Value = http()
-        .get(format!("{}/students?limit=1000", node.http()))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("list body");
-    assert_eq!(body["students"].as_array().map(Vec::len), Some(300));
+    assert_eq!(records(&node).await.len(), 300);
 
     // gRPC, mixed reads and updates of pre-created records, table output.
     let (code, out, err) = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Scale of data (issue 7): loads RECORDS records (default 1,000,000) into a local 3-node
+# in-memory cluster, then reports resident memory per node, the last snapshot's build time,
+# and how long an empty fourth node takes to join and catch up (through a snapshot: the
+# log behind it has been compacted). Not part of the test suite.
+#
+# Usage: scripts/scale.sh            RECORDS=200000 scripts/scale.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECORDS=${RECORDS:-1000000}
+out=target/scale
+mkdir -p "$out"
+cargo build --release --quiet --bin openraft-memory
+BIN=target/release/openraft-memory
+
+pids=()
+cleanup() {
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  pkill -TERM -f "node-name node-3" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+BIN=$BIN scripts/local-cluster.sh 3 >"$out/cluster.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 150); do
+  ready=0
+  for p in 8080 8081 8082; do
+    curl -sf "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && ready=$((ready + 1))
+  done
+  [ "$ready" = 3 ] && break
+  sleep 0.2
+done
+[ "$ready" = 3 ] || { echo "cluster not ready; see $out/cluster.log" >&2; exit 1; }
+leader_raft=$(curl -s http://127.0.0.1:8080/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["addr"])')
+leader=127.0.0.1:$((8080 + (${leader_raft##*:} - 50052) / 10))
+
+echo "== loading $RECORDS records through $leader"
+start=$(date +%s%N)
+"$BIN" bench --targets "$leader" --workload create -c 64 --requests "$RECORDS" --warmup 0s
+load_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+
+rss() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$(pgrep -f "node-name $1 " | head -1)/status"; }
+echo "== resident memory with $RECORDS records"
+for i in 0 1 2; do echo "node-$i: $(rss node-$i) MB"; done
+
+snap=$(grep -h "built snapshot" target/local-cluster/node-*.log | sed 's/\x1b\[[0-9;]*m//g' | tail -1)
+echo "== last snapshot built: $snap"
+
+echo "== an empty node joins and catches up"
+peers=127.0.0.1:50052,127.0.0.1:50062,127.0.0.1:50072,127.0.0.1:50082
+join_start=$(date +%s%N)
+"$BIN" serve --node-name node-3 --http-addr 127.0.0.1:8083 --grpc-addr 127.0.0.1:50081 \
+  --raft-addr 127.0.0.1:50082 --peers "$peers" >"$out/node-3.log" 2>&1 &
+for _ in $(seq 1 1200); do
+  n=$(curl -sf "http://127.0.0.1:8083/metrics" 2>/dev/null | awk '/^openraft_memory_students / {print $2}')
+  if [ "${n:-0}" -ge "$RECORDS" ] && curl -sf http://127.0.0.1:8083/readyz >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+join_ms=$(( ($(date +%s%N) - join_start) / 1000000 ))
+echo "node-3 ready with ${n:-0} records after ${join_ms} ms ($(rss node-3) MB resident)"
+grep -h "received snapshot\|installing snapshot" "$out/node-3.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -2
+echo
+echo "summary: records=$RECORDS load_ms=$load_ms rss_mb=$(rss node-0),$(rss node-1),$(rss node-2),$(rss node-3) join_catch_up_ms=$join_ms" | tee "$out/summary.txt"
