@@ -306,6 +306,39 @@ async fn final_state(
     (ops, problems)
 }
 
+/// How available the cluster was to the clients during the run.
+struct Availability {
+    /// Operations with a definite answer, over all attempted ones (refusals, timeouts,
+    /// unanswered reads and connection failures count as failures).
+    success_share: f64,
+    /// The longest time without any acknowledged write, in µs, and when it began.
+    longest_gap: (u64, u64),
+}
+
+impl Availability {
+    fn of(history: &[Op], attempts: u64, load_end: u64) -> Availability {
+        let definite = history.iter().filter(|o| o.ret != Ret::Unknown).count();
+        let mut acked: Vec<u64> = history
+            .iter()
+            .filter(|o| o.call != Call::Get && o.ret != Ret::Unknown)
+            .map(|o| o.end)
+            .collect();
+        acked.sort_unstable();
+        let mut longest = (0, 0);
+        let mut prev = 0;
+        for t in acked.into_iter().chain([load_end]) {
+            if t.saturating_sub(prev) > longest.0 {
+                longest = (t - prev, prev);
+            }
+            prev = prev.max(t);
+        }
+        Availability {
+            success_share: definite as f64 / attempts.max(1) as f64,
+            longest_gap: longest,
+        }
+    }
+}
+
 fn format_op(op: &Op) -> String {
     let end = if op.ret == Ret::Unknown {
         "?".to_owned()
@@ -420,7 +453,15 @@ async fn main() -> ExitCode {
     println!("chaos: faults healed; waiting for the cluster to recover");
     let recovered = cluster.wait_healthy(&http, Duration::from_secs(60)).await;
     stop.store(true, Ordering::SeqCst);
-    let mut history = load.await.unwrap_or_default();
+    let load_end = t0.elapsed().as_micros() as u64;
+    let workload::Load {
+        mut history,
+        attempts,
+    } = load.await.unwrap_or(workload::Load {
+        history: Vec::new(),
+        attempts: 0,
+    });
+    let availability = Availability::of(&history, attempts, load_end);
     println!(
         "chaos: load stopped; {} operations recorded; final reads and checks",
         history.len()
@@ -461,6 +502,13 @@ async fn main() -> ExitCode {
     for (k, v) in &outcomes {
         println!("  {k:<28} {v}");
     }
+    println!(
+        "availability: {:.1} % of {} attempted operations succeeded; longest stretch without an acknowledged write: {:.2} s (from {:.2} s)",
+        availability.success_share * 100.0,
+        attempts,
+        availability.longest_gap.0 as f64 / 1e6,
+        availability.longest_gap.1 as f64 / 1e6,
+    );
     println!("faults injected: {by_kind:?}");
     println!(
         "leaders seen in turn: {} (changes: {})",

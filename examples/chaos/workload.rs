@@ -154,8 +154,15 @@ async fn one(
     }
 }
 
+/// What the clients did: the recorded history, and how many operations they attempted in
+/// all (including those left out of the history because nothing certain came back).
+pub struct Load {
+    pub history: Vec<Op>,
+    pub attempts: u64,
+}
+
 /// Runs `clients` clients until `stop`; returns every recorded operation.
-pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Instant) -> Vec<Op> {
+pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Instant) -> Load {
     let mut tasks = Vec::new();
     for client in 0..w.clients {
         let targets = targets.clone();
@@ -169,6 +176,7 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
                 .build()
                 .expect("http client");
             let mut history = Vec::new();
+            let mut attempts = 0u64;
             let mut seq = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let endpoints = targets.read().expect("targets").clone();
@@ -190,6 +198,7 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
                     _ => Call::Get,
                 };
                 let use_grpc = rng.random_bool(0.5);
+                attempts += 1;
                 let mut grpc = if use_grpc {
                     tokio::time::timeout(
                         Duration::from_secs(1),
@@ -225,12 +234,17 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
                     });
                 }
             }
-            history
+            (history, attempts)
         }));
     }
-    let mut all = Vec::new();
+    let mut load = Load {
+        history: Vec::new(),
+        attempts: 0,
+    };
     for t in tasks {
-        all.extend(t.await.unwrap_or_default());
+        let (history, attempts) = t.await.unwrap_or_default();
+        load.history.extend(history);
+        load.attempts += attempts;
     }
-    all
+    load
 }
