@@ -317,7 +317,30 @@ fn iptables(args: &[&str]) -> Result<(), String> {
 }
 
 impl Firewall {
+    /// Removes the chains of earlier runs that died without cleaning up (SIGKILL skips
+    /// `Drop`), so cuts from a dead run can never leak into this one. Chains of runs that
+    /// are still alive are left alone: two runs may share a machine.
+    fn sweep_stale() {
+        let Ok(out) = Command::new("iptables").arg("-S").output() else {
+            return;
+        };
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let stale: BTreeSet<&str> = listing
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("ORMEM-CHAOS-").map(|pid| (w, pid)))
+            .filter(|(_, pid)| !Path::new(&format!("/proc/{pid}")).exists())
+            .map(|(chain, _)| chain)
+            .collect();
+        for chain in stale {
+            let _ = iptables(&["-D", "OUTPUT", "-j", chain]);
+            let _ = iptables(&["-F", chain]);
+            let _ = iptables(&["-X", chain]);
+            eprintln!("chaos: removed {chain}, left behind by a run that no longer exists");
+        }
+    }
+
     fn create(pid: u32) -> Result<Firewall, String> {
+        Self::sweep_stale();
         let chain = format!("ORMEM-CHAOS-{pid}");
         iptables(&["-N", &chain])?;
         if let Err(e) = iptables(&["-I", "OUTPUT", "-j", &chain]) {
