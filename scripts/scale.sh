@@ -47,13 +47,15 @@ snap=$(grep -h "built snapshot" target/local-cluster/node-*.log | sed 's/\x1b\[[
 echo "== last snapshot built: $snap"
 
 echo "== an empty node joins and catches up"
-peers=127.0.0.1:50052,127.0.0.1:50062,127.0.0.1:50072,127.0.0.1:50082
+# Its own loopback address: under this much connection churn an outgoing socket on
+# 127.0.0.1 may already hold any port of the ephemeral range (the peer ports are in it).
+peers=127.0.0.1:50052,127.0.0.1:50062,127.0.0.1:50072,127.0.0.4:50052
 join_start=$(date +%s%N)
-"$BIN" serve --node-name node-3 --http-addr 127.0.0.1:8083 --grpc-addr 127.0.0.1:50081 \
-  --raft-addr 127.0.0.1:50082 --peers "$peers" >"$out/node-3.log" 2>&1 &
+"$BIN" serve --node-name node-3 --http-addr 127.0.0.4:8080 --grpc-addr 127.0.0.4:50051 \
+  --raft-addr 127.0.0.4:50052 --peers "$peers" >"$out/node-3.log" 2>&1 &
 for _ in $(seq 1 1200); do
-  n=$(curl -sf "http://127.0.0.1:8083/metrics" 2>/dev/null | awk '/^openraft_memory_students / {print $2}')
-  if [ "${n:-0}" -ge "$RECORDS" ] && curl -sf http://127.0.0.1:8083/readyz >/dev/null 2>&1; then break; fi
+  n=$(curl -sf "http://127.0.0.4:8080/metrics" 2>/dev/null | awk '/^openraft_memory_students / {print $2}')
+  if [ "${n:-0}" -ge "$RECORDS" ] && curl -sf http://127.0.0.4:8080/readyz >/dev/null 2>&1; then break; fi
   sleep 0.1
 done
 join_ms=$(( ($(date +%s%N) - join_start) / 1000000 ))
