@@ -172,6 +172,12 @@ struct ReadRounds {
     state: Mutex<RoundsState>,
 }
 
+impl ReadRounds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RoundsState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[derive(Default)]
 struct RoundsState {
     running: bool,
@@ -406,22 +412,18 @@ impl RaftNode {
                 Ok([one]) => one,
                 Err(many) => Command::Batch(many),
             };
-            let result = node.write_direct(combined).instrument(span).await;
-            match result {
-                Ok(CommandResult::Batch(results)) if n > 1 && results.len() == n => {
+            let outcomes = match node.write_direct(combined).instrument(span).await {
+                Ok(CommandResult::Batch(results)) if n > 1 && results.len() == n => Ok(results),
+                Ok(one) if n == 1 => Ok(vec![one]),
+                Ok(other) => Err(NodeError::Internal(format!(
+                    "a batch of {n} writes produced {other:?}"
+                ))),
+                Err(e) => Err(e),
+            };
+            match outcomes {
+                Ok(results) => {
                     for (w, r) in waiters.into_iter().zip(results) {
                         let _ = w.send(Ok(r));
-                    }
-                }
-                Ok(r) if n == 1 => {
-                    for w in waiters {
-                        let _ = w.send(Ok(r.clone()));
-                    }
-                }
-                Ok(other) => {
-                    let e = NodeError::Internal(format!("a batch of {n} writes produced {other:?}"));
-                    for w in waiters {
-                        let _ = w.send(Err(e.clone()));
                     }
                 }
                 Err(e) => {
@@ -556,10 +558,7 @@ impl RaftNode {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let start = {
-            let mut st = rounds(&self.inner)
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut st = rounds(&self.inner).lock();
             st.waiting.push(tx);
             !std::mem::replace(&mut st.running, true)
         };
@@ -568,10 +567,7 @@ impl RaftNode {
             tokio::spawn(async move {
                 loop {
                     let batch = {
-                        let mut st = rounds(&node.inner)
-                            .state
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner);
+                        let mut st = rounds(&node.inner).lock();
                         if st.waiting.is_empty() {
                             st.running = false;
                             break;

@@ -156,17 +156,23 @@ async fn concurrent_linearizable_reads_share_rounds_and_see_every_earlier_write(
     );
 }
 
-fn bench(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_openraft-memory"))
-        .arg("bench")
-        .args(args)
-        .output()
-        .expect("run bench");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// Runs `openraft-memory bench ARGS` off the async runtime; (exit code, stdout, stderr).
+async fn bench(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_openraft-memory"))
+            .arg("bench")
+            .args(&args)
+            .output()
+            .expect("run bench");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("bench task")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,23 +186,20 @@ async fn the_bench_driver_reports_what_it_sent_over_rest_and_grpc() {
     let rest = format!("{}:{HTTP_PORT}", node.ip);
     let grpc = format!("{}:{GRPC_PORT}", node.ip);
 
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        bench(&[
-            "--targets",
-            &rest,
-            "--workload",
-            "create",
-            "-c",
-            "8",
-            "--requests",
-            "300",
-            "--warmup",
-            "0s",
-            "--json",
-        ])
-    })
-    .await
-    .expect("bench task");
+    let (code, out, err) = bench(&[
+        "--targets",
+        &rest,
+        "--workload",
+        "create",
+        "-c",
+        "8",
+        "--requests",
+        "300",
+        "--warmup",
+        "0s",
+        "--json",
+    ])
+    .await;
     assert_eq!(code, Some(0), "bench failed: {err}");
     let report: Value = serde_json::from_str(&out).expect("JSON report");
     assert_eq!(report["ok"], 300, "{report}");
@@ -208,26 +211,23 @@ async fn the_bench_driver_reports_what_it_sent_over_rest_and_grpc() {
     assert_eq!(records(&node).await.len(), 300);
 
     // gRPC, mixed reads and updates of pre-created records, table output.
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        bench(&[
-            "--targets",
-            &grpc,
-            "--protocol",
-            "grpc",
-            "--workload",
-            "mixed",
-            "--records",
-            "20",
-            "-c",
-            "4",
-            "--requests",
-            "200",
-            "--warmup",
-            "0s",
-        ])
-    })
-    .await
-    .expect("bench task");
+    let (code, out, err) = bench(&[
+        "--targets",
+        &grpc,
+        "--protocol",
+        "grpc",
+        "--workload",
+        "mixed",
+        "--records",
+        "20",
+        "-c",
+        "4",
+        "--requests",
+        "200",
+        "--warmup",
+        "0s",
+    ])
+    .await;
     assert_eq!(code, Some(0), "bench failed: {err}");
     assert!(
         out.starts_with("mixed over grpc, 4 connections, closed loop"),
@@ -243,10 +243,7 @@ async fn the_bench_driver_reports_what_it_sent_over_rest_and_grpc() {
     assert_eq!(row.get(1).copied(), Some("0"), "{out}");
 
     // Nothing listening: a clear error, not a panic.
-    let (code, _, err) =
-        tokio::task::spawn_blocking(|| bench(&["--targets", "127.0.0.1:1", "--requests", "1"]))
-            .await
-            .expect("bench task");
+    let (code, _, err) = bench(&["--targets", "127.0.0.1:1", "--requests", "1"]).await;
     assert_eq!(code, Some(1));
     assert!(err.contains("connect 127.0.0.1:1"), "{err}");
 }
