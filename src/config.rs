@@ -534,6 +534,23 @@ mod tests {
         assert!(err.to_string().contains("dns_server"), "{err}");
     }
 
+    #[test]
+    fn write_batching_limits_must_be_positive() {
+        let s = Settings::load(Sources::default()).expect("defaults load");
+        assert_eq!((s.raft.max_batch_writes, s.raft.max_in_flight_batches), (256, 4));
+        for key in ["MAX_BATCH_WRITES", "MAX_IN_FLIGHT_BATCHES"] {
+            let err = Settings::load(Sources {
+                env: env(&[(&format!("OPENRAFT_MEMORY__RAFT__{key}"), "0")]),
+                ..Default::default()
+            })
+            .expect_err("zero is refused");
+            assert!(
+                err.to_string().contains(&format!("raft.{}", key.to_lowercase())),
+                "{err}"
+            );
+        }
+    }
+
     /// The config the Helm chart renders (committed in deploy/kubernetes) must load.
     #[test]
     fn the_helm_charts_config_loads() {
