@@ -4,8 +4,11 @@
 //! The rules (DESIGN.md, "Cluster lifecycle"):
 //! - With no peers the node initialises a single-node cluster by itself.
 //! - Only ordinal 0 may initialise, and only after it has been able to list its peers for
-//!   `cluster.bootstrap_probe` and none of them reported belonging to a cluster. Everyone
-//!   else only ever joins. A DNS outage therefore delays bootstrap; it never causes one.
+//!   `cluster.bootstrap_probe`, every listed peer has answered, and none of them reported
+//!   belonging to a cluster. Everyone else only ever joins. A DNS outage, a partition or a
+//!   paused peer therefore delays bootstrap; it never causes one. (A restarted, empty
+//!   ordinal 0 that took silence for "no cluster" would found a second cluster beside the
+//!   one its silent peers still run: split brain, found by the fault-injection checker.)
 //! - Joining is idempotent and retried with capped exponential backoff and jitter until this
 //!   node is a voter. The leader replaces any older member with the same name.
 //! - The leader removes a member whose name has been missing from DNS discovery for longer
@@ -91,6 +94,7 @@ pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::new(settings.cluster.join_backoff_max);
     let mut dns_warn = Throttle::new(Duration::from_secs(10));
     let mut join_warn = Throttle::new(Duration::from_secs(5));
+    let mut silent_warn = Throttle::new(Duration::from_secs(10));
     let mut attempt: usize = 0;
     loop {
         if *stop.borrow() || node.is_voter() {
@@ -111,17 +115,27 @@ pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
         let target = if is_zero {
             let since = *listed_since.get_or_insert_with(Instant::now);
             match find_cluster(&node, &peers).await {
-                Some(addr) => {
+                Probe::Member(addr) => {
                     tracing::info!(peer = %addr, "a peer already belongs to a cluster: joining it instead of initialising");
                     Some(addr)
                 }
-                None if since.elapsed() >= settings.cluster.bootstrap_probe => {
+                Probe::NoneAnswered { silent } if !silent.is_empty() => {
+                    if silent_warn.ready() {
+                        tracing::warn!(silent = ?silent,
+                            "not initialising: these peers do not answer, and one of them may belong to a cluster; waiting for them");
+                    }
+                    if !pause(Duration::from_millis(250), &mut stop).await {
+                        return;
+                    }
+                    continue;
+                }
+                Probe::NoneAnswered { .. } if since.elapsed() >= settings.cluster.bootstrap_probe => {
                     tracing::info!(probe = ?settings.cluster.bootstrap_probe, peers = peers.len(),
-                        "no peer belongs to a cluster: ordinal 0 initialises it");
+                        "every peer answered and none belongs to a cluster: ordinal 0 initialises it");
                     initialize_alone(&node).await;
                     return;
                 }
-                None => {
+                Probe::NoneAnswered { .. } => {
                     if !pause(Duration::from_millis(250), &mut stop).await {
                         return;
                     }
@@ -160,22 +174,36 @@ async fn initialize_alone(node: &RaftNode) {
     }
 }
 
-/// The address of the first peer that reports belonging to a cluster, if any does.
-async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Option<String> {
+/// What ordinal 0 learnt by asking every listed peer whether it belongs to a cluster.
+enum Probe {
+    /// This peer answered that it does: join through it.
+    Member(String),
+    /// No peer said it does; `silent` lists those that did not answer at all.
+    NoneAnswered { silent: Vec<String> },
+}
+
+/// Asks every peer for its status at once; silence is not "no cluster" (see the module doc).
+async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Probe {
     let probes = peers.iter().map(|p| async move {
-        let mut client = node.peers().client(&p.addr).ok()?;
-        let mut req = tonic::Request::new(peer::StatusRequest {});
-        req.set_timeout(Duration::from_millis(500));
-        let status = within(Duration::from_millis(500), client.status(req))
-            .await
-            .ok()?;
-        (status.initialized && status.node_id != node.id()).then(|| p.addr.clone())
+        let answer = async {
+            let mut client = node.peers().client(&p.addr).ok()?;
+            let mut req = tonic::Request::new(peer::StatusRequest {});
+            req.set_timeout(Duration::from_millis(500));
+            within(Duration::from_millis(500), client.status(req)).await.ok()
+        };
+        (p.addr.clone(), answer.await)
     });
-    futures::future::join_all(probes)
-        .await
-        .into_iter()
-        .flatten()
-        .next()
+    let mut silent = Vec::new();
+    for (addr, answer) in futures::future::join_all(probes).await {
+        match answer {
+            Some(status) if status.initialized && status.node_id != node.id() => {
+                return Probe::Member(addr);
+            }
+            Some(_) => {}
+            None => silent.push(addr),
+        }
+    }
+    Probe::NoneAnswered { silent }
 }
 
 async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, tonic::Status> {

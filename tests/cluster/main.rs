@@ -921,33 +921,76 @@ async fn raft_rpcs_for_another_node_id_are_refused() {
     assert!(node.ready().await);
 }
 
-/// A peer that accepts connections but never answers (a paused process looks like this)
-/// must not stall bootstrap: ordinal 0 still initialises once its probe window ends. (The
-/// client-side bound of `network::client::within` is defence in depth for stalls this test
-/// does not reproduce, such as a connection whose packets a partition drops.)
+/// A peer that accepts connections but never answers (a paused or partitioned process looks
+/// like this) may be a member of a running cluster, so ordinal 0 must not initialise a
+/// second one beside it: it waits, says why, and initialises only once that peer answers
+/// that it belongs to no cluster. (The client-side bound of `network::client::within` keeps
+/// the probe itself from hanging on such a peer.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ordinal_zero_bootstraps_despite_a_silent_peer() {
+async fn ordinal_zero_waits_for_a_silent_peer_before_bootstrapping() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     let silent_ip = fresh_ip();
     let listener = std::net::TcpListener::bind((silent_ip, util::RAFT_PORT)).expect("bind silent peer");
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for conn in listener.incoming().flatten() {
-            held.push(conn); // keep it open, never write a byte
+    listener.set_nonblocking(true).expect("nonblocking");
+    let quiet = Arc::new(AtomicBool::new(true));
+    let silent_peer = std::thread::spawn({
+        let quiet = quiet.clone();
+        move || {
+            let mut held = Vec::new();
+            while quiet.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn), // keep it open, never write a byte
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
         }
     });
-    let mut node = Node::new(
+    let zero_ip = fresh_ip();
+    let mut zero = Node::new(
         "db-0",
-        fresh_ip(),
+        zero_ip,
         vec![format!("{silent_ip}:{}", util::RAFT_PORT)],
         vec![],
     );
-    node.start();
+    zero.start();
+    // Long past the 1 s bootstrap probe, ordinal 0 is still waiting and names the peer.
     wait_for(
-        "ordinal 0 initialises and leads",
+        "ordinal 0 to say it waits for the silent peer",
         Duration::from_secs(20),
         || async {
-            let info = node.cluster().await?;
-            (info["leader"]["name"] == "db-0").then_some(())
+            let log = std::fs::read_to_string(&zero.log).ok()?;
+            (log.contains("not initialising") && log.contains(&silent_ip.to_string())).then_some(())
+        },
+    )
+    .await;
+    let info = wait_for("ordinal 0 serves /cluster", Duration::from_secs(10), || {
+        zero.cluster()
+    })
+    .await;
+    assert!(
+        info["leader"].is_null(),
+        "initialised despite a silent peer: {info}"
+    );
+    assert!(!zero.ready().await, "ready without a cluster");
+
+    // The peer comes back as an empty node: now every peer has answered "no cluster".
+    quiet.store(false, Ordering::SeqCst);
+    silent_peer.join().expect("silent peer thread");
+    let mut one = Node::new(
+        "db-1",
+        silent_ip,
+        vec![format!("{zero_ip}:{}", util::RAFT_PORT)],
+        vec![],
+    );
+    one.start();
+    wait_for(
+        "ordinal 0 initialises, and db-1 joins as a voter",
+        Duration::from_secs(30),
+        || async {
+            let info = zero.cluster().await?;
+            (info["leader"]["name"] == "db-0" && util::voter_ids(&info).len() == 2).then_some(())
         },
     )
     .await;
