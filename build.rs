@@ -7,7 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("openraft_memory_descriptor.bin"))
-        .compile_with_config(config, &["proto/student.proto", "proto/peer.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &["proto/student.proto", "proto/peer.proto", "proto/storage.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

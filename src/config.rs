@@ -60,6 +60,17 @@ min_voters = 3
 # How often the leader compares the membership with discovery.
 reconcile_interval = "5s"
 
+[storage]
+# "memory": the log and records live in memory only; a restarted node rejoins empty under a
+# new Raft id. "disk": the log, vote, snapshots and the node's Raft id are kept in data_dir
+# and survive any restart; a write is acknowledged once synced on a majority.
+mode = "memory"
+# Disk mode's data directory (required with mode = "disk"); locked against a second process.
+data_dir = ""
+# A backup file (from GET /cluster/snapshot) that ordinal 0 loads into a cluster it
+# initialises. Ignored when this node joins an existing cluster or was already initialised.
+restore_from = ""
+
 [discovery]
 # "static": the peers are cluster.peers. "dns": the SRV records _raft._tcp.<dns_name>.
 mode = "static"
@@ -98,6 +109,8 @@ pub struct Settings {
     pub raft: RaftSettings,
     /// Cluster formation.
     pub cluster: ClusterSettings,
+    /// Where the log and snapshots are kept.
+    pub storage: StorageSettings,
     /// Peer discovery.
     pub discovery: DiscoverySettings,
     /// Logging.
@@ -200,6 +213,28 @@ pub struct ClusterSettings {
     /// Period of the leader's membership reconciliation.
     #[serde(with = "humantime_serde")]
     pub reconcile_interval: Duration,
+}
+
+/// Where a node keeps its Raft state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageMode {
+    /// In memory only (the default).
+    Memory,
+    /// Journalled and snapshotted to `storage.data_dir`.
+    Disk,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// Memory or disk.
+    pub mode: StorageMode,
+    /// Disk mode's data directory.
+    pub data_dir: PathBuf,
+    /// A backup to seed a new cluster from; empty: none.
+    pub restore_from: PathBuf,
 }
 
 /// How peers are found.
@@ -370,6 +405,12 @@ impl Settings {
         }
         if self.discovery.mode == DiscoveryMode::Dns && self.discovery.dns_name.trim().is_empty() {
             return invalid("discovery.dns_name", "is required when discovery.mode is \"dns\"");
+        }
+        if self.storage.mode == StorageMode::Disk && self.storage.data_dir.as_os_str().is_empty() {
+            return invalid(
+                "storage.data_dir",
+                "is required when storage.mode is \"disk\" (e.g. --data-dir /var/lib/openraft-memory)",
+            );
         }
         if self.cluster.min_voters == 0 {
             return invalid("cluster.min_voters", "must be at least 1");

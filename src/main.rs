@@ -114,6 +114,15 @@ struct ServeArgs {
     /// OTLP/gRPC endpoint for traces, e.g. http://localhost:4317 (tracing.otlp_endpoint).
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Storage: memory or disk (storage.mode).
+    #[arg(long)]
+    storage: Option<String>,
+    /// Disk mode's data directory (storage.data_dir).
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Backup file ordinal 0 seeds a new cluster from (storage.restore_from).
+    #[arg(long)]
+    restore_from: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long)]
     log_format: Option<String>,
@@ -133,6 +142,9 @@ impl ServeArgs {
         set("raft.addr", &self.raft_addr);
         set("raft.advertise_host", &self.advertise_host);
         set("log.format", &self.log_format);
+        set("storage.mode", &self.storage);
+        set("storage.data_dir", &self.data_dir);
+        set("storage.restore_from", &self.restore_from);
         set("tracing.otlp_endpoint", &self.otlp_endpoint);
         set("discovery.mode", &self.discovery);
         set("discovery.dns_name", &self.dns_name);

@@ -62,6 +62,17 @@ pub struct Metrics {
     pub read_index_rounds: Histogram,
     /// Client writes proposed together in one log entry (or one forwarded request).
     pub write_batch_size: Histogram,
+    /// Disk mode: journal records made durable by one sync (group commit).
+    pub log_sync_records: Histogram,
+    /// Disk mode: time to write and sync one group of journal records.
+    pub log_sync_duration: Histogram,
+}
+
+impl crate::store::disk::SyncObserver for Metrics {
+    fn synced(&self, records: usize, seconds: f64) {
+        self.log_sync_records.observe(records as f64);
+        self.log_sync_duration.observe(seconds);
+    }
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -146,6 +157,18 @@ impl Metrics {
             "Client writes proposed together as one log entry or forwarded request",
             SIZE_BUCKETS.to_vec(),
         );
+        let log_sync_records = histogram(
+            r,
+            "log_sync_records",
+            "Disk mode: Raft log journal records made durable by one fdatasync (group commit)",
+            SIZE_BUCKETS.to_vec(),
+        );
+        let log_sync_duration = histogram(
+            r,
+            "log_sync_duration_seconds",
+            "Disk mode: time to write and fdatasync one group of Raft log journal records",
+            LATENCY_BUCKETS.to_vec(),
+        );
         let build_info = gauge_vec(r, "build_info", "Build information; always 1", &["version"]);
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         #[cfg(target_os = "linux")]
@@ -157,6 +180,8 @@ impl Metrics {
             registry.register(Box::new(pc)).expect("unique metric");
         }
         Metrics {
+            log_sync_records,
+            log_sync_duration,
             read_index_rounds,
             write_batch_size,
             raft_node_id: gauge(r, "raft_node_id", "This node's Raft node id"),

@@ -135,6 +135,8 @@ struct Inner {
     /// Highest commit index heard from a leader (followers) — an upper bound for readiness.
     leader_commit: AtomicU64,
     shutting_down: AtomicBool,
+    /// While ordinal 0 loads a backup into a new cluster: what readiness reports.
+    restoring: Mutex<Option<String>>,
     /// Serialises membership changes made by this node while it leads.
     membership_lock: tokio::sync::Mutex<()>,
     /// Client writes waiting to be proposed together.
@@ -219,6 +221,7 @@ impl RaftNode {
                 contact: Mutex::default(),
                 leader_commit: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
+                restoring: Mutex::new(None),
                 membership_lock: tokio::sync::Mutex::new(()),
                 proposals: Mutex::default(),
                 leader_reads: ReadRounds::default(),
@@ -270,6 +273,15 @@ impl RaftNode {
     /// Marks the node as shutting down: readiness fails from now on.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Sets (or with `None` clears) the restore progress that keeps readiness failing.
+    pub fn set_restoring(&self, status: Option<String>) {
+        *self
+            .inner
+            .restoring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
     }
 
     /// True once shutdown began.
@@ -905,6 +917,15 @@ impl RaftNode {
     pub async fn readiness(&self) -> Result<(), String> {
         if self.is_shutting_down() {
             return Err("shutting down".into());
+        }
+        if let Some(status) = self
+            .inner
+            .restoring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Err(status);
         }
         let m = self.inner.raft.metrics().borrow().clone();
         if !m

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::grpc::StudentGrpc;
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, StorageMode};
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::Member;
@@ -22,6 +22,7 @@ use crate::network::{PeerClients, PeerNetwork, PeerService};
 use crate::node::RaftNode;
 use crate::pb::client::student_service_server::StudentServiceServer;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
+use crate::store::disk::DataDir;
 use crate::store::{LogStore, StateMachineStore};
 use crate::{NodeId, Raft};
 
@@ -44,6 +45,9 @@ pub enum ServerError {
     /// The DNS resolver could not be set up.
     #[error(transparent)]
     Discovery(crate::discovery::DiscoveryError),
+    /// Disk storage could not be opened (the message names the file).
+    #[error("storage: {0}")]
+    Storage(#[from] crate::store::disk::DiskError),
     /// OpenRaft refused to start.
     #[error("raft failed to start: {0}")]
     Raft(String),
@@ -69,6 +73,8 @@ pub struct Server {
     pub grpc_addr: SocketAddr,
     /// The bound peer address.
     pub raft_addr: SocketAddr,
+    /// Disk mode: the locked data directory, released when the server stops.
+    data_dir: Option<DataDir>,
 }
 
 /// Accepted connections with Nagle's algorithm off. gRPC writes a response as several small
@@ -116,8 +122,30 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         name: settings.node.name.clone(),
         addr: advertised.advertise_addr(),
     };
-    let id = fresh_node_id();
     let metrics = Metrics::new();
+    let backup = &settings.storage.restore_from;
+    if !backup.as_os_str().is_empty() {
+        // Fail at start-up, not minutes later when ordinal 0 initialises.
+        let records = crate::store::read_backup(backup)?.len();
+        tracing::info!(backup = %backup.display(), records, "backup checked; ordinal 0 loads it if it initialises the cluster");
+    }
+    let (id, log_store, sm, data_dir) = match settings.storage.mode {
+        StorageMode::Memory => (
+            fresh_node_id(),
+            LogStore::default(),
+            StateMachineStore::default(),
+            None,
+        ),
+        StorageMode::Disk => {
+            let dir = DataDir::open(&settings.storage.data_dir)?;
+            let (id, new) = dir.node_id(fresh_node_id)?;
+            tracing::info!(dir = %dir.path().display(), node_id = id, new,
+                "disk mode: {}", if new { "new data directory, new Raft id" } else { "keeping the persisted Raft id" });
+            let log_store = LogStore::open(&dir.journal_path(), metrics.clone())?;
+            let sm = StateMachineStore::open(dir.snapshot_path())?;
+            (id, log_store, sm, Some(dir))
+        }
+    };
     let discovery = Discovery::from_settings(&settings, &member.addr).map_err(ServerError::Discovery)?;
     let peers = PeerClients::new(
         settings.raft.rpc_timeout,
@@ -129,8 +157,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         clients: peers.clone(),
     };
     let config = Arc::new(settings.openraft_config()?);
-    let sm = StateMachineStore::default();
-    let raft = Raft::new(id, config, network, LogStore::default(), sm.clone())
+    let raft = Raft::new(id, config, network, log_store, sm.clone())
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
     tracing::info!(node_id = id, member = %member, %http_addr, %grpc_addr, %raft_addr, "node started");
@@ -143,6 +170,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         http_addr,
         grpc_addr,
         raft_addr,
+        data_dir,
     })
 }
 
@@ -155,6 +183,8 @@ impl Server {
     /// Serves until `shutdown` resolves, then shuts down gracefully within the configured
     /// deadline.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        // Held until Raft has stopped writing, then released with the lock.
+        let _data_dir = self.data_dir;
         let node = self.node.clone();
         let deadline = node.settings().shutdown.deadline;
         let (stop_clients_tx, stop_clients) = watch::channel(false);

@@ -1,5 +1,6 @@
-//! Generated protobuf code for the client API (`proto/student.proto`) and the peer protocol
-//! (`proto/peer.proto`), and the conversions between peer messages and OpenRaft / model types.
+//! Generated protobuf code for the client API (`proto/student.proto`), the peer protocol
+//! (`proto/peer.proto`) and disk mode's on-disk records (`proto/storage.proto`), and the
+//! conversions between peer messages and OpenRaft / model types.
 
 pub mod convert;
 
@@ -12,6 +13,13 @@ pub mod openraft_memory {
     pub mod v1 {
         tonic::include_proto!("openraft_memory.v1");
     }
+    /// `openraft_memory.storage.v1`: disk mode's on-disk records.
+    pub mod storage {
+        /// Version 1 of the on-disk formats.
+        pub mod v1 {
+            tonic::include_proto!("openraft_memory.storage.v1");
+        }
+    }
     /// `openraft_memory.peer.v1`: the peer protocol.
     pub mod peer {
         /// Version 1 of the peer protocol.
@@ -22,6 +30,7 @@ pub mod openraft_memory {
 }
 
 pub use openraft_memory::peer::v1 as peer;
+pub use openraft_memory::storage::v1 as storage;
 pub use openraft_memory::v1 as client;
 
 /// The encoded file descriptors of both protocols, for gRPC server reflection.

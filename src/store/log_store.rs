@@ -1,14 +1,61 @@
-//! The in-memory Raft log: entries by index, the vote and the committed log id.
+//! The Raft log store: entries by index, the vote and the committed log id, held in memory
+//! and, in disk mode, journalled to `DIR/raft-log` (see [`super::disk`]).
+//!
+//! Every change is a [`LogOp`] applied to the in-memory copy; in disk mode the same op is
+//! queued to the journal in the same critical section, so the journal's order is the
+//! memory's order. Reads are always served from memory.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{LogState, RaftLogReader};
+use openraft::{LogState, RaftLogReader, StorageIOError};
 
+use super::disk::{self, DiskError, Done, Journal, LiveState, Op, SyncObserver};
+use crate::pb::MissingField;
+use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
+use crate::pb::storage::{self as pb, journal_record};
 use crate::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// One change to the log store: the unit both of the in-memory update and of the journal.
+#[derive(Debug, Clone)]
+enum LogOp {
+    Append(Entry),
+    TruncateFrom(u64),
+    PurgeUpto(LogId),
+    Vote(Vote),
+    Committed(Option<LogId>),
+}
+
+impl LogOp {
+    fn to_record(&self) -> pb::JournalRecord {
+        use journal_record::Op;
+        let op = match self {
+            LogOp::Append(e) => Op::Append(e.clone().into()),
+            LogOp::TruncateFrom(i) => Op::TruncateFrom(*i),
+            LogOp::PurgeUpto(id) => Op::PurgeUpto((*id).into()),
+            LogOp::Vote(v) => Op::Vote((*v).into()),
+            LogOp::Committed(c) => Op::Committed(pb::Committed {
+                log_id: log_id_to_pb(*c),
+            }),
+        };
+        pb::JournalRecord { op: Some(op) }
+    }
+
+    fn from_record(r: pb::JournalRecord) -> Result<LogOp, MissingField> {
+        use journal_record::Op;
+        Ok(match r.op.ok_or(MissingField("journal_record.op"))? {
+            Op::Append(e) => LogOp::Append(e.try_into()?),
+            Op::TruncateFrom(i) => LogOp::TruncateFrom(i),
+            Op::PurgeUpto(id) => LogOp::PurgeUpto(id.try_into()?),
+            Op::Vote(v) => LogOp::Vote(v.try_into()?),
+            Op::Committed(c) => LogOp::Committed(log_id_from_pb(c.log_id)?),
+        })
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -16,21 +63,130 @@ struct Inner {
     log: BTreeMap<u64, Entry>,
     committed: Option<LogId>,
     vote: Option<Vote>,
+    /// Sequence number of the last op applied (disk mode: of the last op journalled).
+    seq: u64,
 }
 
-/// The Raft log in memory. Clones share the same log (the clone is the log reader).
+impl Inner {
+    fn apply(&mut self, op: LogOp) {
+        self.seq += 1;
+        match op {
+            LogOp::Append(entry) => {
+                self.log.insert(entry.log_id.index, entry);
+            }
+            LogOp::TruncateFrom(index) => {
+                self.log.split_off(&index);
+            }
+            LogOp::PurgeUpto(log_id) => {
+                if self.last_purged < Some(log_id) {
+                    self.last_purged = Some(log_id);
+                }
+                self.log = self.log.split_off(&(log_id.index + 1));
+            }
+            LogOp::Vote(v) => self.vote = Some(v),
+            LogOp::Committed(c) => self.committed = c,
+        }
+    }
+
+    /// The whole state as journal records: what a compacted journal holds.
+    fn live(&self) -> LiveState {
+        let mut framed = Vec::new();
+        let mut push = |op: LogOp| framed.extend_from_slice(&disk::framed(&op.to_record()));
+        if let Some(v) = self.vote {
+            push(LogOp::Vote(v));
+        }
+        push(LogOp::Committed(self.committed));
+        if let Some(p) = self.last_purged {
+            push(LogOp::PurgeUpto(p));
+        }
+        for e in self.log.values() {
+            push(LogOp::Append(e.clone()));
+        }
+        LiveState {
+            seq: self.seq,
+            framed,
+        }
+    }
+}
+
+/// The Raft log. Clones share the same log (the clone is the log reader).
 #[derive(Debug, Clone, Default)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
+    /// Disk mode: where every op is also journalled.
+    journal: Option<Journal>,
 }
 
 impl LogStore {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock leaves a log we cannot trust; the data is in
-        // memory only, so continuing with the poisoned value is no worse than anything else
-        // and keeps the process able to shut down cleanly.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Disk mode: replays the journal at `path` (cutting off a torn tail) and starts its
+    /// writer. `observer` hears about every group commit.
+    pub fn open(path: &Path, observer: impl SyncObserver) -> Result<LogStore, DiskError> {
+        Self::open_compacting_at(path, observer, disk::COMPACT_MIN_BYTES)
     }
+
+    fn open_compacting_at(
+        path: &Path,
+        observer: impl SyncObserver,
+        compact_min: u64,
+    ) -> Result<LogStore, DiskError> {
+        let replayed = disk::replay_journal(path)?;
+        let mut inner = Inner::default();
+        let records = replayed.records.len();
+        for (i, record) in replayed.records.into_iter().enumerate() {
+            let op = LogOp::from_record(record).map_err(|e| DiskError::Corrupt {
+                path: path.to_owned(),
+                offset: 0,
+                problem: format!("record {i}: {e}"),
+            })?;
+            inner.apply(op);
+        }
+        tracing::info!(path = %path.display(), records, entries = inner.log.len(),
+            last_purged = ?inner.last_purged, committed = ?inner.committed, vote = ?inner.vote,
+            "replayed the Raft log journal");
+        let inner = Arc::new(Mutex::new(inner));
+        let live = {
+            let inner = inner.clone();
+            move || lock(&inner).live()
+        };
+        let journal = Journal::start(path.to_owned(), replayed.valid_len, compact_min, live, observer)?;
+        Ok(LogStore {
+            inner,
+            journal: Some(journal),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Applies `op` in memory and, in disk mode, queues it to the journal; `done` hears when
+    /// it is durable (at once in memory mode).
+    fn change(&self, op: LogOp, done: Done) {
+        match &self.journal {
+            Some(journal) => {
+                let framed = disk::framed(&op.to_record());
+                let mut inner = self.lock();
+                inner.apply(op);
+                // Queued under the lock, so the journal's order is the order of `seq`.
+                journal.send(Op {
+                    seq: inner.seq,
+                    framed,
+                    done,
+                });
+            }
+            None => {
+                self.lock().apply(op);
+                done.complete_now();
+            }
+        }
+    }
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding this lock leaves the in-memory copy in an unknown state; keep
+    // going with it so the process can still shut down cleanly (disk mode re-reads the
+    // journal on the next start).
+    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -61,8 +217,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.lock().vote = Some(*vote);
-        Ok(())
+        // The vote must be durable before this returns: a node that forgets its vote after a
+        // crash can vote twice in one term.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.change(LogOp::Vote(*vote), Done::Reply(tx));
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StorageError::from(StorageIOError::write_vote(&e))),
+            Err(_) => Err(StorageError::from(StorageIOError::write_vote(
+                &std::io::Error::other("journal writer stopped"),
+            ))),
+        }
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -70,7 +235,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.lock().committed = committed;
+        // Need not be synced at once: losing it only means re-applying from the snapshot.
+        self.change(LogOp::Committed(committed), Done::Nobody);
         Ok(())
     }
 
@@ -83,29 +249,116 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        {
-            let mut inner = self.lock();
-            for entry in entries {
-                inner.log.insert(entry.log_id.index, entry);
+        let mut entries = entries.into_iter().peekable();
+        while let Some(entry) = entries.next() {
+            if entries.peek().is_some() {
+                self.change(LogOp::Append(entry), Done::Nobody);
+            } else {
+                // The journal syncs in order: once the last entry is durable, all are.
+                self.change(LogOp::Append(entry), Done::Flushed(callback));
+                return Ok(());
             }
         }
-        // Memory is as durable as this mode gets: the entries are "flushed" once inserted.
+        // No entries: nothing to flush.
         callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut inner = self.lock();
-        inner.log.split_off(&log_id.index);
+        // Not synced at once: a crash before the next sync leaves the conflicting entries in
+        // place, as if the truncating AppendEntries had never arrived; nothing was
+        // acknowledged on top of them yet.
+        self.change(LogOp::TruncateFrom(log_id.index), Done::Nobody);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut inner = self.lock();
-        debug_assert!(inner.last_purged <= Some(log_id));
-        inner.last_purged = Some(log_id);
-        let keep = inner.log.split_off(&(log_id.index + 1));
-        inner.log = keep;
+        debug_assert!(self.lock().last_purged <= Some(log_id));
+        self.change(LogOp::PurgeUpto(log_id), Done::Nobody);
         Ok(())
+    }
+}
+
+impl Done {
+    /// Memory mode: the change is as durable as it gets once applied.
+    fn complete_now(self) {
+        match self {
+            Done::Nobody => {}
+            Done::Flushed(cb) => cb.log_io_completed(Ok(())),
+            Done::Reply(tx) => {
+                let _ = tx.send(Ok(()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::model::{Command, Student};
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(Command::Create(Student {
+                id: index as i64,
+                name: "x".repeat(100),
+                score: 1.0,
+            })),
+        }
+    }
+
+    /// Applies `op` and waits until it is durable.
+    async fn durable(store: &LogStore, op: LogOp) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.change(op, Done::Reply(tx));
+        rx.await.expect("writer answers").expect("synced");
+    }
+
+    fn state(store: &LogStore) -> (Option<LogId>, Vec<LogId>, Option<LogId>, Option<Vote>) {
+        let inner = store.lock();
+        (
+            inner.last_purged,
+            inner.log.values().map(|e| e.log_id).collect(),
+            inner.committed,
+            inner.vote,
+        )
+    }
+
+    /// Appends, truncations, purges, votes and commits, with the journal compacted many
+    /// times along the way: reopening the journal gives back exactly the same log store.
+    #[tokio::test]
+    async fn a_reopened_journal_is_the_same_log_store_across_compactions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft-log");
+        let store = LogStore::open_compacting_at(&path, (), 8 << 10).expect("open");
+        for i in 1..=300u64 {
+            store.change(LogOp::Append(entry(1, i)), Done::Nobody);
+            if i % 50 == 0 {
+                store.change(LogOp::TruncateFrom(i - 10), Done::Nobody);
+                for j in i - 10..=i {
+                    store.change(LogOp::Append(entry(2, j)), Done::Nobody);
+                }
+                store.change(LogOp::PurgeUpto(entry(1, i - 40).log_id), Done::Nobody);
+                // Waiting lets the writer take the next ops as a new group, after which it
+                // may compact.
+                durable(&store, LogOp::Committed(Some(entry(2, i - 5).log_id))).await;
+            }
+        }
+        durable(&store, LogOp::Vote(Vote::new(2, 1))).await;
+        // The writer compacts after answering a group; one more group orders us after that.
+        durable(&store, LogOp::Vote(Vote::new(2, 1))).await;
+        let before = state(&store);
+        let compacted = std::fs::metadata(&path).expect("stat").len();
+        assert!(
+            compacted < 300 * 150,
+            "the journal was compacted: {compacted} bytes"
+        );
+        drop(store);
+        let again = LogStore::open_compacting_at(&path, (), 8 << 10).expect("reopen");
+        assert_eq!(state(&again), before);
+        assert_eq!(before.1.len(), 300 - 260);
     }
 }

@@ -1,13 +1,19 @@
-//! OpenRaft storage in memory (storage API v2): the log store ([`LogStore`]: entries, vote,
+//! OpenRaft storage (storage API v2): the log store ([`LogStore`]: entries, vote,
 //! committed index) and the state machine ([`StateMachineStore`]: the records, the last
 //! applied log id and membership, snapshots). They are separate so the log can be appended
 //! while the state machine applies.
+//!
+//! Both live in memory. In disk mode ([`disk`]) the log store also journals every change
+//! to `DIR/raft-log` (acknowledging appends only once synced) and the state machine writes
+//! every snapshot to `DIR/snapshot`; a restart reloads the snapshot and the journal, and
+//! OpenRaft re-applies the committed entries after the snapshot.
 
+pub mod disk;
 mod log_store;
 mod state_machine;
 
 pub use log_store::LogStore;
-pub use state_machine::{StateMachineData, StateMachineStore};
+pub use state_machine::{StateMachineData, StateMachineStore, read_backup};
 
 #[cfg(test)]
 mod conformance {
@@ -28,5 +34,28 @@ mod conformance {
     #[test]
     fn openraft_storage_suite() -> Result<(), Box<StorageError>> {
         Suite::test_all(MemBuilder).map_err(Box::new)
+    }
+
+    /// Disk mode in a fresh directory; the directory lives as long as the store (the guard).
+    struct DiskBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for DiskBuilder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+            let io = |e: &dyn std::error::Error| {
+                StorageError::from(openraft::StorageIOError::read(&std::io::Error::other(
+                    e.to_string(),
+                )))
+            };
+            let dir = tempfile::tempdir().map_err(|e| io(&e))?;
+            let log = LogStore::open(&dir.path().join("raft-log"), ()).map_err(|e| io(&e))?;
+            let sm = StateMachineStore::open(dir.path().join("snapshot")).map_err(|e| io(&e))?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// The same suite against disk mode's journal and snapshot files.
+    #[test]
+    fn openraft_storage_suite_on_disk() -> Result<(), Box<StorageError>> {
+        Suite::test_all(DiskBuilder).map_err(Box::new)
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -13,6 +14,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 use prost::Message;
 
+use super::disk::{self, DiskError};
 use crate::model::{Command, CommandResult, Student};
 use crate::pb::peer;
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -69,6 +71,8 @@ struct Shared {
     current_snapshot: Mutex<Option<StoredSnapshot>>,
     /// Makes snapshot ids unique even when two snapshots cover the same log id.
     snapshot_seq: AtomicU64,
+    /// Disk mode: the file every snapshot is written to before it counts as taken.
+    snapshot_file: Option<PathBuf>,
 }
 
 /// The state machine store. Clones share state: the API keeps one to read records while
@@ -79,6 +83,64 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
+    /// Disk mode: starts from the snapshot in `snapshot_file` if there is one (OpenRaft then
+    /// re-applies the committed log after it), and persists every later snapshot there.
+    pub fn open(snapshot_file: PathBuf) -> Result<StateMachineStore, DiskError> {
+        let mut data = StateMachineData::default();
+        let mut current = None;
+        if let Some((meta, bytes)) = disk::read_snapshot(&snapshot_file)? {
+            data.students = decode_students(&bytes).map_err(|e| DiskError::Corrupt {
+                path: snapshot_file.clone(),
+                offset: 0,
+                problem: format!("undecodable records: {e}"),
+            })?;
+            data.last_applied = meta.last_log_id;
+            data.last_membership = meta.last_membership.clone();
+            tracing::info!(path = %snapshot_file.display(), snapshot = %meta.snapshot_id,
+                records = data.students.len(), "loaded the snapshot");
+            current = Some(StoredSnapshot { meta, data: bytes });
+        }
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                data: RwLock::new(data),
+                current_snapshot: Mutex::new(current),
+                snapshot_seq: AtomicU64::new(0),
+                snapshot_file: Some(snapshot_file),
+            }),
+        })
+    }
+
+    /// Disk mode: writes the snapshot to its file (off the async runtime) before it counts.
+    async fn persist(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), StorageError> {
+        let Some(path) = self.shared.snapshot_file.clone() else {
+            return Ok(());
+        };
+        let (meta2, bytes) = (meta.clone(), bytes.to_vec());
+        let written = tokio::task::spawn_blocking(move || disk::write_snapshot(&path, &meta2, &bytes))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r.map_err(std::io::Error::other));
+        written.map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))
+    }
+
+    /// A consistent copy of the applied state in snapshot-file form (the backup format),
+    /// and how many records it holds.
+    pub fn backup(&self) -> (Vec<u8>, usize) {
+        let (meta, students) = {
+            let data = self.read();
+            let meta = SnapshotMeta {
+                last_log_id: data.last_applied,
+                last_membership: data.last_membership.clone(),
+                snapshot_id: "backup".into(),
+            };
+            (meta, data.students.clone())
+        };
+        (
+            disk::encode_snapshot(&meta, &encode_students(&students)),
+            students.len(),
+        )
+    }
+
     /// Read access to the applied state. Hold it briefly: applying waits for it.
     pub fn read(&self) -> RwLockReadGuard<'_, StateMachineData> {
         self.shared.data.read().unwrap_or_else(PoisonError::into_inner)
@@ -137,6 +199,21 @@ fn decode_students(bytes: &[u8]) -> Result<BTreeMap<i64, Student>, prost::Decode
         .collect())
 }
 
+/// Reads and checks a backup (a snapshot file from `GET /cluster/snapshot`): its records in
+/// id order.
+pub fn read_backup(path: &std::path::Path) -> Result<Vec<Student>, DiskError> {
+    let (_, bytes) = disk::read_snapshot(path)?.ok_or_else(|| DiskError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })?;
+    let students = decode_students(&bytes).map_err(|e| DiskError::Corrupt {
+        path: path.to_owned(),
+        offset: 0,
+        problem: format!("undecodable records: {e}"),
+    })?;
+    Ok(students.into_values().collect())
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
@@ -160,6 +237,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership,
             snapshot_id,
         };
+        // Persisted before OpenRaft learns of it: it purges the log up to it next.
+        self.persist(&meta, &bytes).await?;
         *self.snapshot_slot() = Some(StoredSnapshot {
             meta: meta.clone(),
             data: bytes.clone(),
@@ -222,6 +301,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let students = decode_students(&bytes)
             .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), "installing snapshot");
+        self.persist(meta, &bytes).await?;
         {
             let mut data = self.write();
             data.last_applied = meta.last_log_id;

@@ -1,0 +1,672 @@
+//! Disk mode's files: the data directory (its lock and the node's persisted Raft id), the
+//! Raft log journal with its group-committing writer thread, and snapshot files.
+//!
+//! Layout of `DIR`:
+//! - `LOCK`: held (`flock`) for the life of the process, so two nodes never share a directory.
+//! - `node-id`: this node's Raft id, written once, atomically; a restart keeps it.
+//! - `raft-log`: the journal. `ORMJRNL1`, then frames `[len: u32 LE][crc: u32 LE][payload]`
+//!   where `crc` is CRC-32 over the length bytes and the payload, and the payload is a
+//!   protobuf `JournalRecord` (`proto/storage.proto`). Replaying the records in order
+//!   rebuilds the log store; every record kind is an assignment (set an entry, delete a
+//!   range, set the vote), so the last record touching a key decides it.
+//! - `snapshot`: the latest snapshot. `ORMSNAP1`, then a frame holding a
+//!   `SnapshotFileHeader`, then a frame holding the encoded `StateSnapshot`. Written to a
+//!   temporary file, synced, then renamed over the old one: a crash leaves the old or the new
+//!   snapshot, never a mix.
+//!
+//! Why a purpose-built journal rather than an embedded B-tree (redb): the Raft log is only
+//! ever appended at the tail, truncated at the tail, and purged at the head, and it is read
+//! back whole only at start. An append-only file does each append as one sequential write
+//! plus one `fdatasync` shared by everything queued (group commit), and the in-memory copy
+//! (`log_store::Inner`) serves every read. The journal is rewritten (compacted) when it has
+//! grown to twice its live size.
+//!
+//! Crash safety: a frame whose length runs past the end of the file, or whose checksum does
+//! not match while nothing valid follows it, is a torn tail (the process died mid-write,
+//! before the sync that would have acknowledged it): it is cut off with a warning. A bad
+//! frame followed by a valid one is corruption, not a torn write, and start-up fails naming
+//! the file and offset.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use openraft::storage::LogFlushed;
+use prost::Message;
+
+use crate::pb::{peer, storage};
+use crate::{NodeId, SnapshotMeta, TypeConfig};
+
+const JOURNAL_MAGIC: &[u8; 8] = b"ORMJRNL1";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ORMSNAP1";
+const FRAME_HEADER: usize = 8;
+/// The journal is compacted once it is this large and twice its size after the last compaction.
+pub const COMPACT_MIN_BYTES: u64 = 64 << 20;
+
+/// Why disk storage could not be opened or written. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// An I/O error on a file or directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error(
+        "data directory {dir} is in use by another process (its LOCK file is held); two nodes must never share one"
+    )]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// A file's content is damaged (not a torn tail: that is repaired).
+    #[error("{path} is corrupted at byte {offset}: {problem}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
+    move |source| DiskError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The data directory of a disk-mode node, locked for as long as this value lives.
+#[derive(Debug)]
+pub struct DataDir {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Creates (if needed) and locks `dir`.
+    pub fn open(dir: &Path) -> Result<DataDir, DiskError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(DiskError::Locked { dir: dir.to_owned() }),
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        Ok(DataDir {
+            dir: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The journal's path.
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("raft-log")
+    }
+
+    /// The snapshot file's path.
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.dir.join("snapshot")
+    }
+
+    /// The persisted Raft id, or `fresh()` persisted now if this directory has none yet.
+    pub fn node_id(&self, fresh: impl FnOnce() -> NodeId) -> Result<(NodeId, bool), DiskError> {
+        let path = self.dir.join("node-id");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let id = text.trim().parse::<NodeId>().map_err(|e| DiskError::Corrupt {
+                    path: path.clone(),
+                    offset: 0,
+                    problem: format!("`{}` is not a node id: {e}", text.trim()),
+                })?;
+                Ok((id, false))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let id = fresh();
+                write_atomically(&path, format!("{id}\n").as_bytes())?;
+                Ok((id, true))
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(path)
+}
+
+fn sync_dir(path: &Path) -> Result<(), DiskError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(payload);
+    h.finalize()
+}
+
+/// Appends one frame around `payload` to `out`.
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    let len = (payload.len() as u32).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&frame_crc(len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// One frame read back: its payload, or why it is not one.
+enum Read<'a> {
+    Frame(&'a [u8]),
+    /// The bytes end before the frame does.
+    Short,
+    /// The checksum does not match.
+    BadCrc,
+}
+
+fn read_frame(bytes: &[u8]) -> Read<'_> {
+    if bytes.len() < FRAME_HEADER {
+        return Read::Short;
+    }
+    let len: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let n = u32::from_le_bytes(len) as usize;
+    let Some(payload) = bytes.get(FRAME_HEADER..FRAME_HEADER + n) else {
+        return Read::Short;
+    };
+    if frame_crc(len, payload) == crc {
+        Read::Frame(payload)
+    } else {
+        Read::BadCrc
+    }
+}
+
+/// The journal's records read at start, and the length of its valid prefix.
+#[derive(Debug)]
+pub struct Replayed {
+    /// The records, in order.
+    pub records: Vec<storage::JournalRecord>,
+    /// Bytes of the file that hold valid frames (the rest was a torn tail, now cut off).
+    pub valid_len: u64,
+}
+
+/// Reads the journal at `path` (creating it if missing), cutting off a torn tail.
+pub fn replay_journal(path: &Path) -> Result<Replayed, DiskError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            write_atomically(path, JOURNAL_MAGIC)?;
+            return Ok(Replayed {
+                records: Vec::new(),
+                valid_len: JOURNAL_MAGIC.len() as u64,
+            });
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let corrupt = |offset: usize, problem: String| DiskError::Corrupt {
+        path: path.to_owned(),
+        offset: offset as u64,
+        problem,
+    };
+    if bytes.len() < JOURNAL_MAGIC.len() {
+        // Created but never completely written: the atomic create makes this a foreign file.
+        return Err(corrupt(0, "too short to be a journal".into()));
+    }
+    if &bytes[..JOURNAL_MAGIC.len()] != JOURNAL_MAGIC {
+        return Err(corrupt(0, "not an openraft-memory journal (bad magic)".into()));
+    }
+    let mut records = Vec::new();
+    let mut at = JOURNAL_MAGIC.len();
+    while at < bytes.len() {
+        match read_frame(&bytes[at..]) {
+            Read::Frame(payload) => {
+                let record = storage::JournalRecord::decode(payload)
+                    .map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
+                records.push(record);
+                at += FRAME_HEADER + payload.len();
+            }
+            Read::Short => break,
+            Read::BadCrc => {
+                // A torn write is the last thing in the file; anything valid after the bad
+                // frame means the damage is in the middle, and guessing would serve bad data.
+                let n = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+                let next = at + FRAME_HEADER + n;
+                if next < bytes.len() && matches!(read_frame(&bytes[next..]), Read::Frame(_)) {
+                    return Err(corrupt(
+                        at,
+                        "checksum mismatch in a record followed by valid records".into(),
+                    ));
+                }
+                break;
+            }
+        }
+    }
+    if at < bytes.len() {
+        tracing::warn!(path = %path.display(), offset = at, dropped_bytes = bytes.len() - at,
+            "journal ends in a torn write (a crash before its sync): cutting it off");
+        let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+        f.set_len(at as u64).map_err(io_err(path))?;
+        f.sync_all().map_err(io_err(path))?;
+    }
+    Ok(Replayed {
+        records,
+        valid_len: at as u64,
+    })
+}
+
+/// Who to tell when a write is durable.
+pub enum Done {
+    /// Nobody: a later sync covers it (the journal is written in order).
+    Nobody,
+    /// OpenRaft, for appended entries.
+    Flushed(LogFlushed<TypeConfig>),
+    /// A caller waiting for it (the vote).
+    Reply(tokio::sync::oneshot::Sender<io::Result<()>>),
+}
+
+impl Done {
+    fn complete(self, result: &Result<(), String>) {
+        let r = || result.clone().map_err(io::Error::other);
+        match self {
+            Done::Nobody => {}
+            Done::Flushed(cb) => cb.log_io_completed(r()),
+            Done::Reply(tx) => {
+                let _ = tx.send(r());
+            }
+        }
+    }
+}
+
+/// One queued journal write.
+pub struct Op {
+    /// The record's sequence number (see [`Journal::compact_with`]).
+    pub seq: u64,
+    /// The framed record.
+    pub framed: Vec<u8>,
+    /// Who to tell once it is synced.
+    pub done: Done,
+}
+
+/// The whole live state as records, captured with its sequence number: what a compacted
+/// journal holds.
+pub struct LiveState {
+    /// Every record written up to and including this sequence number is reflected.
+    pub seq: u64,
+    /// The framed records.
+    pub framed: Vec<u8>,
+}
+
+/// Sync statistics the writer thread reports, for metrics.
+pub trait SyncObserver: Send + 'static {
+    /// One group commit: how many records shared the sync, and how long write + sync took.
+    fn synced(&self, records: usize, seconds: f64);
+}
+
+impl SyncObserver for () {
+    fn synced(&self, _: usize, _: f64) {}
+}
+
+/// The journal's writer: a thread that takes everything queued, writes it with one
+/// `write` and one `fdatasync` (group commit), then tells each waiter.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Journal {
+    /// Starts the writer for the journal at `path` (already replayed, `len` bytes long).
+    /// `live` captures the whole state for compaction, once the journal has grown past
+    /// `compact_min` bytes and twice its size after the last compaction.
+    pub fn start(
+        path: PathBuf,
+        len: u64,
+        compact_min: u64,
+        live: impl Fn() -> LiveState + Send + 'static,
+        observer: impl SyncObserver,
+    ) -> Result<Journal, DiskError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let (tx, rx) = mpsc::channel::<Op>();
+        let writer = Writer {
+            path,
+            file,
+            len,
+            compacted_len: len,
+            compact_min,
+            compacted_seq: 0,
+            failed: None,
+        };
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer.run(rx, live, observer))
+            .map_err(io_err(Path::new("journal-writer thread")))?;
+        Ok(Journal { tx })
+    }
+
+    /// Queues a write. Ops are written in the order they are sent.
+    pub fn send(&self, op: Op) {
+        if let Err(mpsc::SendError(op)) = self.tx.send(op) {
+            // Only when the writer thread is gone, which it never is while we hold `tx`.
+            op.done.complete(&Err("journal writer stopped".into()));
+        }
+    }
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    compacted_len: u64,
+    compact_min: u64,
+    /// Records up to this sequence number are in the file already (written by compaction).
+    compacted_seq: u64,
+    /// After a failed write the file's tail is unknown: every later write fails too, and
+    /// OpenRaft stops this node rather than acknowledge anything on a broken log.
+    failed: Option<String>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Op>, live: impl Fn() -> LiveState, observer: impl SyncObserver) {
+        let mut buf = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            buf.clear();
+            for op in &batch {
+                if op.seq > self.compacted_seq {
+                    buf.extend_from_slice(&op.framed);
+                }
+            }
+            let started = Instant::now();
+            let result = self.write(&buf);
+            observer.synced(batch.len(), started.elapsed().as_secs_f64());
+            for op in batch {
+                op.done.complete(&result);
+            }
+            let due = self.failed.is_none() && self.len > self.compact_min.max(self.compacted_len * 2);
+            if due && let Err(e) = self.compact(live()) {
+                // The old journal is intact (the new one replaces it only by rename).
+                tracing::error!(error = %e, "journal compaction failed; keeping the uncompacted journal");
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), String> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.file.write_all(buf).and_then(|_| self.file.sync_data());
+        match r {
+            Ok(()) => {
+                self.len += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("{}: {e}", self.path.display());
+                tracing::error!(error = %msg, "journal write failed; this node stops accepting log writes");
+                self.failed = Some(msg.clone());
+                Err(msg)
+            }
+        }
+    }
+
+    fn compact(&mut self, live: LiveState) -> Result<(), DiskError> {
+        let started = Instant::now();
+        let before = self.len;
+        let mut bytes = Vec::with_capacity(JOURNAL_MAGIC.len() + live.framed.len());
+        bytes.extend_from_slice(JOURNAL_MAGIC);
+        bytes.extend_from_slice(&live.framed);
+        write_atomically(&self.path, &bytes)?;
+        // From here on the old handle points at the replaced file: without a new one, no
+        // later write may be acknowledged.
+        match OpenOptions::new().append(true).open(&self.path) {
+            Ok(f) => self.file = f,
+            Err(e) => {
+                self.failed = Some(format!("{}: reopening after compaction: {e}", self.path.display()));
+                return Err(io_err(&self.path)(e));
+            }
+        }
+        self.len = bytes.len() as u64;
+        self.compacted_len = self.len;
+        self.compacted_seq = live.seq;
+        tracing::info!(
+            before_bytes = before,
+            after_bytes = self.len,
+            took_ms = started.elapsed().as_millis() as u64,
+            "compacted the journal"
+        );
+        Ok(())
+    }
+}
+
+/// Encodes a record and frames it.
+pub fn framed(record: &storage::JournalRecord) -> Vec<u8> {
+    let payload = record.encode_to_vec();
+    let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
+    frame(&payload, &mut out);
+    out
+}
+
+/// A snapshot file's content: the meta and the encoded records.
+pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let header = storage::SnapshotFileHeader {
+        meta: Some(peer::SnapshotMeta::from(meta)),
+    }
+    .encode_to_vec();
+    let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 * FRAME_HEADER + header.len() + data.len());
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    frame(&header, &mut out);
+    frame(data, &mut out);
+    out
+}
+
+/// Checks and splits a snapshot file's content; `path` names it in errors.
+pub fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), DiskError> {
+    let corrupt = |offset: usize, problem: &str| DiskError::Corrupt {
+        path: path.to_owned(),
+        offset: offset as u64,
+        problem: problem.to_owned(),
+    };
+    if bytes.len() < SNAPSHOT_MAGIC.len() || &bytes[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
+        return Err(corrupt(0, "not an openraft-memory snapshot (bad magic)"));
+    }
+    let mut at = SNAPSHOT_MAGIC.len();
+    let mut next = |what: &str| -> Result<&[u8], DiskError> {
+        match read_frame(&bytes[at..]) {
+            Read::Frame(p) => {
+                let start = at;
+                at += FRAME_HEADER + p.len();
+                Ok(&bytes[start + FRAME_HEADER..at])
+            }
+            Read::Short => Err(corrupt(at, &format!("the {what} is cut short"))),
+            Read::BadCrc => Err(corrupt(at, &format!("the {what} fails its checksum"))),
+        }
+    };
+    let header = next("header")?;
+    let header = storage::SnapshotFileHeader::decode(header)
+        .map_err(|e| corrupt(SNAPSHOT_MAGIC.len(), &format!("undecodable header: {e}")))?;
+    let meta = header
+        .meta
+        .ok_or_else(|| corrupt(SNAPSHOT_MAGIC.len(), "the header has no meta"))
+        .and_then(|m| SnapshotMeta::try_from(m).map_err(|e| corrupt(SNAPSHOT_MAGIC.len(), &e.to_string())))?;
+    let data = next("record data")?.to_vec();
+    Ok((meta, data))
+}
+
+/// Writes the current snapshot atomically.
+pub fn write_snapshot(path: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), DiskError> {
+    write_atomically(path, &encode_snapshot(meta, data))
+}
+
+/// Reads the current snapshot, if there is one.
+pub fn read_snapshot(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, DiskError> {
+    match fs::read(path) {
+        Ok(bytes) => decode_snapshot(path, &bytes).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::storage::journal_record;
+
+    fn record(i: u64) -> storage::JournalRecord {
+        storage::JournalRecord {
+            op: Some(journal_record::Op::TruncateFrom(i)),
+        }
+    }
+
+    fn journal_with(path: &Path, n: u64) -> Vec<u8> {
+        let mut bytes = JOURNAL_MAGIC.to_vec();
+        for i in 0..n {
+            bytes.extend_from_slice(&framed(&record(i)));
+        }
+        fs::write(path, &bytes).expect("write journal");
+        bytes
+    }
+
+    #[test]
+    fn a_journal_replays_its_records_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft-log");
+        let bytes = journal_with(&path, 5);
+        let r = replay_journal(&path).expect("replays");
+        assert_eq!(r.records, (0..5).map(record).collect::<Vec<_>>());
+        assert_eq!(r.valid_len, bytes.len() as u64);
+    }
+
+    #[test]
+    fn a_torn_tail_at_any_byte_is_cut_off_and_the_prefix_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft-log");
+        let full = journal_with(&path, 4);
+        let ends: Vec<usize> = {
+            let mut at = JOURNAL_MAGIC.len();
+            let mut ends = vec![at];
+            while at < full.len() {
+                let n = u32::from_le_bytes([full[at], full[at + 1], full[at + 2], full[at + 3]]) as usize;
+                at += FRAME_HEADER + n;
+                ends.push(at);
+            }
+            ends
+        };
+        for cut in JOURNAL_MAGIC.len()..full.len() {
+            fs::write(&path, &full[..cut]).expect("write");
+            let r = replay_journal(&path).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            let whole = ends.iter().filter(|&&e| e <= cut).count() - 1;
+            assert_eq!(r.records.len(), whole, "cut at {cut}");
+            let kept = ends[whole];
+            assert_eq!(r.valid_len, kept as u64, "cut at {cut}");
+            assert_eq!(
+                fs::metadata(&path).expect("stat").len(),
+                kept as u64,
+                "the torn bytes are gone"
+            );
+        }
+        // A tail of zeros (space allocated, data never written) is a torn tail too.
+        let mut zeros = full.clone();
+        zeros.extend_from_slice(&[0u8; 64]);
+        fs::write(&path, &zeros).expect("write");
+        assert_eq!(replay_journal(&path).expect("replays").records.len(), 4);
+    }
+
+    #[test]
+    fn damage_before_valid_records_is_corruption_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft-log");
+        let mut bytes = journal_with(&path, 4);
+        let last = bytes.len() - 1;
+        bytes[JOURNAL_MAGIC.len() + FRAME_HEADER] ^= 0xff; // inside the first record
+        fs::write(&path, &bytes).expect("write");
+        let e = replay_journal(&path).expect_err("corrupt").to_string();
+        assert!(
+            e.contains("raft-log") && e.contains("byte 8") && e.contains("checksum"),
+            "{e}"
+        );
+        // The same damage in the last record is indistinguishable from a torn write.
+        let mut bytes = journal_with(&path, 4);
+        bytes[last] ^= 0xff;
+        fs::write(&path, &bytes).expect("write");
+        assert_eq!(replay_journal(&path).expect("torn tail").records.len(), 3);
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft-log");
+        fs::write(&path, b"hello, world").expect("write");
+        let e = replay_journal(&path).expect_err("foreign").to_string();
+        assert!(e.contains("bad magic"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_files_round_trip_and_damage_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("snapshot");
+        assert!(read_snapshot(&path).expect("none yet").is_none());
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: Default::default(),
+            snapshot_id: "s-1".into(),
+        };
+        write_snapshot(&path, &meta, b"records").expect("write");
+        let (back, data) = read_snapshot(&path).expect("read").expect("some");
+        assert_eq!(
+            (back.snapshot_id.as_str(), data.as_slice()),
+            ("s-1", &b"records"[..])
+        );
+        let mut bytes = fs::read(&path).expect("read");
+        let n = bytes.len();
+        bytes[n - 2] ^= 1;
+        fs::write(&path, &bytes).expect("write");
+        let e = read_snapshot(&path).expect_err("damaged").to_string();
+        assert!(e.contains("snapshot") && e.contains("checksum"), "{e}");
+        bytes.truncate(n - 3);
+        fs::write(&path, &bytes).expect("write");
+        let e = read_snapshot(&path).expect_err("short").to_string();
+        assert!(e.contains("cut short"), "{e}");
+    }
+
+    #[test]
+    fn a_data_dir_is_locked_and_keeps_its_node_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = DataDir::open(dir.path()).expect("open");
+        let e = DataDir::open(dir.path()).expect_err("locked").to_string();
+        assert!(e.contains("in use by another process"), "{e}");
+        assert_eq!(first.node_id(|| 42).expect("id"), (42, true));
+        assert_eq!(first.node_id(|| 7).expect("id"), (42, false));
+        drop(first);
+        let again = DataDir::open(dir.path()).expect("lock released with the process");
+        assert_eq!(again.node_id(|| 7).expect("id"), (42, false));
+    }
+}
