@@ -58,6 +58,22 @@ def find(objs, kind, name=None):
     return found[0]
 
 
+def check_persistence(objs, enabled):
+    sts = find(objs, "StatefulSet")
+    config = find(objs, "ConfigMap", sts["metadata"]["name"])["data"]["config.toml"]
+    claims = sts["spec"].get("volumeClaimTemplates", [])
+    mounts = {m["name"]: m["mountPath"] for m in sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    if not enabled:
+        if claims or "data" in mounts or 'mode = "memory"' not in config:
+            fail("without persistence: no volume claims, no data mount, storage mode memory")
+        return
+    if [c["metadata"]["name"] for c in claims] != ["data"] or "data" not in mounts:
+        fail(f"persistence needs a `data` volumeClaimTemplate mounted in the container: {claims}, {mounts}")
+    for needle in ['mode = "disk"', f'data_dir = "{mounts["data"]}"']:
+        if needle not in config:
+            fail(f"persistence: config.toml lacks `{needle}`:\n{config}")
+
+
 def check_facts(objs, replicas):
     sts = find(objs, "StatefulSet")
     spec = sts["spec"]
@@ -144,6 +160,7 @@ def main():
         fail(f"{RENDERED.relative_to(ROOT)} drifted from the chart: run python3 helm/check.py --update")
     default_objs = objects(text)
     check_facts(default_objs, 3)
+    check_persistence(default_objs, False)
     kinds = sorted(o["kind"] for o in default_objs)
     if "ServiceMonitor" in kinds or "NetworkPolicy" in kinds:
         fail(f"optional objects rendered by default: {kinds}")
@@ -151,6 +168,7 @@ def main():
     ci_text, manifests = render(ci_values)
     ci_objs = objects(ci_text)
     check_facts(ci_objs, 5)
+    check_persistence(ci_objs, True)
     for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"]:
         find(ci_objs, kind)
     rule = find(ci_objs, "PrometheusRule")

@@ -450,7 +450,10 @@ impl Writer {
         match OpenOptions::new().append(true).open(&self.path) {
             Ok(f) => self.file = f,
             Err(e) => {
-                self.failed = Some(format!("{}: reopening after compaction: {e}", self.path.display()));
+                self.failed = Some(format!(
+                    "{}: reopening after compaction: {e}",
+                    self.path.display()
+                ));
                 return Err(io_err(&self.path)(e));
             }
         }

@@ -73,6 +73,10 @@ struct Shared {
     snapshot_seq: AtomicU64,
     /// Disk mode: the file every snapshot is written to before it counts as taken.
     snapshot_file: Option<PathBuf>,
+    /// The log id the snapshot file covers; held while writing it, so a snapshot built
+    /// concurrently with an install never replaces a newer one (the log is purged up to
+    /// the newer one, and an older file would leave a gap after a restart).
+    persisted: tokio::sync::Mutex<Option<LogId>>,
 }
 
 /// The state machine store. Clones share state: the API keeps one to read records while
@@ -100,11 +104,13 @@ impl StateMachineStore {
                 records = data.students.len(), "loaded the snapshot");
             current = Some(StoredSnapshot { meta, data: bytes });
         }
+        let persisted = current.as_ref().and_then(|c: &StoredSnapshot| c.meta.last_log_id);
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 data: RwLock::new(data),
                 current_snapshot: Mutex::new(current),
                 snapshot_seq: AtomicU64::new(0),
+                persisted: tokio::sync::Mutex::new(persisted),
                 snapshot_file: Some(snapshot_file),
             }),
         })
@@ -115,12 +121,31 @@ impl StateMachineStore {
         let Some(path) = self.shared.snapshot_file.clone() else {
             return Ok(());
         };
+        let mut persisted = self.shared.persisted.lock().await;
+        if *persisted > meta.last_log_id {
+            tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot is already on disk; not writing this one");
+            return Ok(());
+        }
         let (meta2, bytes) = (meta.clone(), bytes.to_vec());
         let written = tokio::task::spawn_blocking(move || disk::write_snapshot(&path, &meta2, &bytes))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|r| r.map_err(std::io::Error::other));
-        written.map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))
+        written
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e)))?;
+        *persisted = meta.last_log_id;
+        Ok(())
+    }
+
+    /// Makes `s` the current snapshot unless a newer one already is.
+    fn offer_snapshot(&self, s: StoredSnapshot) {
+        let mut slot = self.snapshot_slot();
+        if slot
+            .as_ref()
+            .is_none_or(|cur| cur.meta.last_log_id <= s.meta.last_log_id)
+        {
+            *slot = Some(s);
+        }
     }
 
     /// A consistent copy of the applied state in snapshot-file form (the backup format),
@@ -239,7 +264,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         // Persisted before OpenRaft learns of it: it purges the log up to it next.
         self.persist(&meta, &bytes).await?;
-        *self.snapshot_slot() = Some(StoredSnapshot {
+        self.offer_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data: bytes.clone(),
         });
@@ -308,7 +333,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data.last_membership = meta.last_membership.clone();
             data.students = students;
         }
-        *self.snapshot_slot() = Some(StoredSnapshot {
+        self.offer_snapshot(StoredSnapshot {
             meta: meta.clone(),
             data: bytes,
         });

@@ -2,6 +2,7 @@
 //! leaders and followers, error contracts, failover, rejoin through a snapshot, graceful
 //! leader shutdown and writes without quorum.
 
+mod durable;
 mod k8s;
 mod observability;
 mod perf;

@@ -119,6 +119,30 @@ impl Node {
         self.child = Some(cmd.spawn().expect("spawn node"));
     }
 
+    /// A data directory that lives as long as this `Node` (across kills and restarts).
+    pub fn data_dir(&self) -> PathBuf {
+        self._dir.path().join("data")
+    }
+
+    /// Runs this node in disk mode from its next start on.
+    pub fn use_disk(&mut self) {
+        let dir = self.data_dir();
+        if self.args.iter().any(|a| a == "--storage") {
+            return;
+        }
+        self.args.extend([
+            "--storage".to_owned(),
+            "disk".to_owned(),
+            "--data-dir".to_owned(),
+            dir.display().to_string(),
+        ]);
+    }
+
+    /// True while the process runs (false once it exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
     pub fn http(&self) -> String {
         format!("http://{}:{HTTP_PORT}", self.ip)
     }
