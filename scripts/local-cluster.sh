@@ -2,6 +2,8 @@
 # Starts a local cluster of N nodes (default 3) on loopback and stops it on Ctrl-C.
 #   node i: REST 127.0.0.1:(8080+i)  client gRPC 127.0.0.1:(50051+10*i)  peer 127.0.0.1:(50052+10*i)
 # Usage: scripts/local-cluster.sh [N]        (BIN=path/to/openraft-memory to skip the build)
+#        STORAGE=disk scripts/local-cluster.sh  (disk mode; data in target/local-cluster/node-i/,
+#                                                kept across runs: delete it to start afresh)
 set -euo pipefail
 n=${1:-3}
 cd "$(dirname "$0")/.."
@@ -21,7 +23,11 @@ stop() {
 trap stop INT TERM EXIT
 mkdir -p target/local-cluster
 for i in $(seq 0 $((n - 1))); do
-  "$BIN" serve --node-name "node-$i" \
+  storage=()
+  if [ "${STORAGE:-memory}" = disk ]; then
+    storage=(--storage disk --data-dir "target/local-cluster/node-$i")
+  fi
+  "$BIN" serve --node-name "node-$i" "${storage[@]}" \
     --http-addr "127.0.0.1:$((8080 + i))" \
     --grpc-addr "127.0.0.1:$((50051 + 10 * i))" \
     --raft-addr "127.0.0.1:$((50052 + 10 * i))" \
