@@ -82,6 +82,9 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
     let settings = node.settings().clone();
     if node.raft().is_initialized().await.unwrap_or(false) {
+        // Disk mode, restarted with its data: already a member — unless it was removed
+        // while it was away.
+        stay_member(&node, stop).await;
         return;
     }
     let discovery = node.discovery().clone();
@@ -162,6 +165,57 @@ pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
         }
         if !pause(backoff.step(), &mut stop).await {
             return;
+        }
+    }
+}
+
+/// A disk-mode node that restarts with its data is initialised, so there is nothing to
+/// form; but the cluster may have removed it while it was away (scaled down, then scaled up
+/// again onto its old volume). Such a node never hears from a leader again. After a long
+/// silence it asks to join, under its own id and with its own durable log: a no-op for a
+/// current member, and for a removed one the ordinary learner → voter path. (Reusing the id
+/// is safe here because the node kept its log and vote; it is an id without its log that
+/// must never come back.)
+async fn stay_member(node: &RaftNode, mut stop: watch::Receiver<bool>) {
+    if node.discovery().is_standalone() {
+        return;
+    }
+    let settings = node.settings().clone();
+    let patience = settings.raft.election_timeout_max * 10;
+    let mut unready_since: Option<Instant> = None;
+    let mut attempt: usize = 0;
+    let mut backoff = Backoff::new(settings.cluster.join_backoff_max.max(Duration::from_secs(1)));
+    loop {
+        if !pause(Duration::from_secs(1), &mut stop).await {
+            return;
+        }
+        if node.readiness().await.is_ok() {
+            unready_since = None;
+            continue;
+        }
+        if unready_since.get_or_insert_with(Instant::now).elapsed() < patience {
+            continue;
+        }
+        let Ok(peers) = node.discovery().peers().await else {
+            continue;
+        };
+        if peers.is_empty() {
+            continue;
+        }
+        attempt += 1;
+        let addr = peers[attempt % peers.len()].addr.clone();
+        match request_join(node, &addr).await {
+            Ok(leader) => {
+                tracing::info!(via = %addr, leader, node_id = node.id(),
+                    "not ready for long: asked to (re)join under this node's own id");
+                unready_since = None;
+            }
+            Err(e) => {
+                tracing::debug!(via = %addr, error = %e, "rejoin request failed; retrying");
+                if !pause(backoff.step(), &mut stop).await {
+                    return;
+                }
+            }
         }
     }
 }

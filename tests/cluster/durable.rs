@@ -428,3 +428,52 @@ async fn a_second_process_cannot_open_a_locked_data_dir() {
     assert!(log.contains("in use by another process"), "{log}");
     assert!(first.is_running() && first.ready().await);
 }
+
+/// A disk-mode node removed from the cluster while it was down (scaled down, then back on
+/// its old volume) hears from no leader when it returns with its data; it asks to join
+/// again under its own id and becomes a voter, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_disk_node_that_returns_with_its_data_rejoins_under_its_id() {
+    let mut cluster = Cluster::new(3, vec![]);
+    for n in &mut cluster.nodes {
+        n.use_disk();
+    }
+    cluster.start_all();
+    let leader = cluster.wait_stable(&[0, 1, 2], 3).await;
+    let gone = if leader == 2 { 1 } else { 2 };
+    let rest: Vec<usize> = (0..3).filter(|i| *i != gone).collect();
+    let gone_id = node_id(&cluster.nodes[gone].cluster().await.expect("cluster info"));
+    cluster.nodes[gone].kill();
+    let r = http()
+        .delete(format!(
+            "{}/cluster/members/{gone_id}",
+            cluster.nodes[leader].http()
+        ))
+        .send()
+        .await
+        .expect("remove");
+    assert_eq!(r.status(), 204);
+    cluster.wait_stable(&rest, 2).await;
+    for i in 1..=20 {
+        let r = http()
+            .post(format!("{}/students", cluster.nodes[leader].http()))
+            .json(&json_student(i, "while away", 3.0))
+            .send()
+            .await
+            .expect("write");
+        assert_eq!(r.status(), 201);
+    }
+
+    cluster.nodes[gone].start();
+    cluster.wait_stable(&[0, 1, 2], 3).await;
+    let info = cluster.nodes[gone].cluster().await.expect("cluster info");
+    assert_eq!(node_id(&info), gone_id, "same id, same data directory");
+    assert!(crate::util::voter_ids(&info).contains(&gone_id));
+    let records = wait_for(
+        "the returned node reads every record",
+        Duration::from_secs(20),
+        || all_records(cluster.nodes[gone].http()),
+    )
+    .await;
+    assert_eq!(records.len(), 20);
+}
