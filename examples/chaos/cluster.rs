@@ -50,6 +50,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     net_base: [u8; 2],
     pub firewall: Option<Firewall>,
+    /// Disk mode: each node keeps its data in `dir/chaos-N.data` across kills.
+    pub disk: bool,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -72,6 +74,7 @@ impl Cluster {
             dir: dir.to_owned(),
             net_base,
             firewall,
+            disk: false,
         };
         for _ in 0..initial {
             c.add_slot();
@@ -140,6 +143,18 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        if self.disk {
+            let data = self.dir.join(format!("chaos-{}.data", node.ordinal));
+            std::fs::create_dir_all(&data).expect("data dir");
+            if self.firewall.is_some() {
+                // The nodes run under their own uids: let them through the run's directory.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711))
+                    .expect("chmod run dir");
+                std::os::unix::fs::chown(&data, Some(node.uid), Some(node.uid)).expect("chown data dir");
+            }
+            cmd.args(["--storage", "disk"]).arg("--data-dir").arg(&data);
+        }
         if self.firewall.is_some() {
             // Its own uid, so iptables can tell its packets from the others'.
             cmd.uid(node.uid).gid(node.uid);

@@ -60,6 +60,10 @@ struct Args {
     /// faults: a run with this flag is expected to report stale reads.
     #[arg(long)]
     local_reads: bool,
+    /// Node storage: memory (a killed node restarts empty) or disk (it restarts with its
+    /// data, and kill faults sometimes kill every node at once).
+    #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
+    storage: String,
     /// The openraft-memory binary (default: next to this example's executable).
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -128,6 +132,18 @@ async fn inject(
             if let Err(e) = cluster.wait_healthy(http, Duration::from_secs(20)).await {
                 return format!("kill: skipped, the last victim has not rejoined ({e})");
             }
+            if cluster.disk && rng.random_bool(0.25) {
+                // Only disk mode survives this: a whole-cluster crash (a node-pool outage).
+                let live = cluster.live();
+                for &i in &live {
+                    cluster.kill(i);
+                }
+                sleep_ms(rng, 500, 2000).await;
+                for &i in &live {
+                    cluster.start(i);
+                }
+                return format!("kill -9 every node ({live:?}) and restart them with their data");
+            }
             let Some(i) = pick(rng) else {
                 return "kill: no live node".into();
             };
@@ -135,8 +151,9 @@ async fn inject(
             sleep_ms(rng, 500, 2000).await;
             cluster.start(i);
             format!(
-                "kill -9 chaos-{i}{} and restart it empty",
-                if Some(i) == leader { " (leader)" } else { "" }
+                "kill -9 chaos-{i}{} and restart it {}",
+                if Some(i) == leader { " (leader)" } else { "" },
+                if cluster.disk { "with its data" } else { "empty" }
             )
         }
         "pause" => {
@@ -364,8 +381,8 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     let seed = args.seed.unwrap_or_else(rand::random);
     println!(
-        "chaos: seed {seed}, {} nodes, {} s, faults {:?}",
-        args.nodes, args.duration, args.faults
+        "chaos: seed {seed}, {} nodes, {} storage, {} s, faults {:?}",
+        args.nodes, args.storage, args.duration, args.faults
     );
     let mut rng = StdRng::seed_from_u64(seed);
     let dir = match tempfile::tempdir() {
@@ -387,6 +404,7 @@ async fn main() -> ExitCode {
         .build()
         .expect("http client");
     let mut cluster = Cluster::new(&binary, dir.path(), args.nodes);
+    cluster.disk = args.storage == "disk";
     for i in 0..args.nodes {
         cluster.start(i);
     }
