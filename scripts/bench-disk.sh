@@ -40,15 +40,15 @@ fi
 STORAGE=disk BIN=target/release/openraft-memory scripts/local-cluster.sh 3 >"$out/disk-cluster.log" 2>&1 &
 pids+=($!)
 
-# etcd: member i client 127.0.0.1:(23790+10i), peer :(23800+10i).
+# etcd: member i client 127.0.0.1:(23791+i), peer :(23801+i).
 initial=""
-for i in 0 1 2; do initial+="${initial:+,}e$i=http://127.0.0.1:$((23800 + 10 * i))"; done
+for i in 0 1 2; do initial+="${initial:+,}e$i=http://127.0.0.1:$((23801 + i))"; done
 for i in 0 1 2; do
   etcd --name "e$i" --data-dir "$DATA/etcd-$i" \
-    --listen-client-urls "http://127.0.0.1:$((23790 + 10 * i))" \
-    --advertise-client-urls "http://127.0.0.1:$((23790 + 10 * i))" \
-    --listen-peer-urls "http://127.0.0.1:$((23800 + 10 * i))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((23800 + 10 * i))" \
+    --listen-client-urls "http://127.0.0.1:$((23791 + i))" \
+    --advertise-client-urls "http://127.0.0.1:$((23791 + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((23801 + i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((23801 + i))" \
     --initial-cluster "$initial" --initial-cluster-state new \
     --log-level error >"$out/etcd-$i.log" 2>&1 &
   pids+=($!)
@@ -58,7 +58,7 @@ echo "waiting for both clusters"
 for _ in $(seq 1 200); do
   ready=0
   for p in 8080 8081 8082; do curl -sf "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && ready=$((ready + 1)); done
-  for p in 23790 23800 23810; do curl -sf "http://127.0.0.1:$p/health" 2>/dev/null | grep -q true && ready=$((ready + 1)); done
+  for p in 23791 23792 23793; do curl -sf "http://127.0.0.1:$p/health" 2>/dev/null | grep -q true && ready=$((ready + 1)); done
   [ "$ready" = 6 ] && break
   sleep 0.2
 done
@@ -67,7 +67,7 @@ done
 leader_raft=$(curl -s http://127.0.0.1:8080/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["addr"])')
 ours=127.0.0.1:$((8080 + (${leader_raft##*:} - 50052) / 10))
 etcd_leader=""
-for p in 23790 23800 23810; do
+for p in 23791 23792 23793; do
   is_leader=$(curl -s -X POST -d '{}' "http://127.0.0.1:$p/v3/maintenance/status" |
     python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["leader"] == s["header"]["member_id"])')
   [ "$is_leader" = True ] && etcd_leader=127.0.0.1:$p
