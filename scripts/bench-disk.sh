@@ -75,67 +75,6 @@ done
 [ -n "$etcd_leader" ] || { echo "no etcd leader" >&2; exit 1; }
 echo "our leader $ours, etcd leader $etcd_leader"
 
-cat >"$out/disk-ours.lua" <<'LUA'
-math.randomseed(os.time())
-local counter, threads = 0, {}
-function setup(thread)
-  thread:set("base", (#threads + 1) * 1000000000 + math.random(1, 999) * 1000000000000)
-  table.insert(threads, thread)
-end
-function request()
-  counter = counter + 1
-  local id = string.format("%d", base + counter)
-  return wrk.format("POST", "/students", {["Content-Type"] = "application/json"},
-    '{"id":' .. id .. ',"name":"wrk ' .. id .. '","score":42.5}')
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("WRK %.0f %.3f %.3f %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    e.status + e.connect + e.read + e.write + e.timeout))
-end
-LUA
-cat >"$out/disk-etcd.lua" <<'LUA'
--- etcd v3 JSON gateway: keys and values are base64.
-local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local function b64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    -- 1 byte → 2 characters, 2 → 3, 3 → 4; the rest of the quad is padding.
-    local keep = (b == nil and 2) or (c == nil and 3) or 4
-    for j = 1, 4 do
-      if j <= keep then
-        local k = math.floor(n / 64 ^ (4 - j)) % 64
-        out[#out + 1] = alphabet:sub(k + 1, k + 1)
-      else
-        out[#out + 1] = "="
-      end
-    end
-  end
-  return table.concat(out)
-end
-math.randomseed(os.time())
-local counter, threads = 0, {}
-local value = b64('{"name":"wrk","score":42.5}')
-function setup(thread)
-  thread:set("base", (#threads + 1) * 1000000000 + math.random(1, 999) * 1000000000000)
-  table.insert(threads, thread)
-end
-function request()
-  counter = counter + 1
-  local key = b64("students/" .. string.format("%d", base + counter))
-  return wrk.format("POST", "/v3/kv/put", {["Content-Type"] = "application/json"},
-    '{"key":"' .. key .. '","value":"' .. value .. '"}')
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("WRK %.0f %.3f %.3f %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    e.status + e.connect + e.read + e.write + e.timeout))
-end
-LUA
 
 # One point: wrk against ADDR with SCRIPT at C connections → "req/s p50 p99 errors".
 point() {
@@ -151,8 +90,8 @@ point() {
   echo "|---|---|---|---|---|---|---|---|---|---|"
 } >"$report"
 for c in $CONNS; do
-  read -r o_rps o_p50 o_p99 o_err <<<"$(point "$ours" "$out/disk-ours.lua" "$c")"
-  read -r e_rps e_p50 e_p99 e_err <<<"$(point "$etcd_leader" "$out/disk-etcd.lua" "$c")"
+  read -r o_rps o_p50 o_p99 o_err <<<"$(point "$ours" scripts/wrk/create-student.lua "$c")"
+  read -r e_rps e_p50 e_p99 e_err <<<"$(point "$etcd_leader" scripts/wrk/etcd-put.lua "$c")"
   ratio=$(python3 -c "print('%.2f' % ($o_rps / max($e_rps, 1)))")
   echo "| $c | $o_rps | $o_p50 | $o_p99 | $o_err | $e_rps | $e_p50 | $e_p99 | $e_err | ${ratio}× |" >>"$report"
   printf 'c=%-4s ours %7s req/s p50 %6s p99 %7s err %s | etcd %7s req/s p50 %6s p99 %7s err %s | %s×\n' \

@@ -90,33 +90,11 @@ bench "leader grpc create c=64" "$leader_grpc" --protocol grpc --workload create
 wrk_rows=()
 if command -v wrk >/dev/null 2>&1; then
   echo "== wrk -t2 (the issue's method), $DURATION per point"
-  cat >"$out/post.lua" <<'LUA'
--- Unique ids per thread and per run: creates never collide.
-math.randomseed(os.time())
-local counter = 0
-local threads = {}
-function setup(thread)
-  thread:set("base", (#threads + 1) * 1000000000 + math.random(1, 999) * 1000000000000)
-  table.insert(threads, thread)
-end
-function request()
-  counter = counter + 1
-  -- %d: Lua would print a large number as 1.2e+15.
-  local id = string.format("%d", base + counter)
-  return wrk.format("POST", "/students", {["Content-Type"] = "application/json"},
-    '{"id":' .. id .. ',"name":"wrk ' .. id .. '","score":42.5}')
-end
-function done(summary, latency, requests)
-  local errors = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
-  io.write(string.format("WRK %.0f %.3f %.3f %d\n", summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, errors))
-end
-LUA
   for c in $CONNS; do
     t=2; [ "$c" -lt 2 ] && t=1
     for pair in "ceiling:127.0.0.1:9090" "leader:$leader"; do
       name=${pair%%:*}; addr=${pair#*:}
-      line=$(wrk -t"$t" -c"$c" -d"$DURATION" -s "$out/post.lua" "http://$addr" | grep '^WRK' | cut -d' ' -f2-)
+      line=$(wrk -t"$t" -c"$c" -d"$DURATION" -s scripts/wrk/create-student.lua "http://$addr" | grep '^WRK' | cut -d' ' -f2-)
       wrk_rows+=("wrk $name create c=$c $line")
       printf '%-34s %10s req/s  p50 %7s ms  p99 %7s ms  errors %s\n' "wrk $name create c=$c" $line
     done
