@@ -1,6 +1,7 @@
 //! Logging and tracing set-up: one [`init`] installs text or JSON log lines and, when an
 //! OTLP endpoint is configured, a `tracing-opentelemetry` layer exporting spans over gRPC.
-//! With no endpoint no OpenTelemetry layer exists at all, so tracing costs nothing extra.
+//! The log layer takes events only; spans are built only for the OpenTelemetry layer, so
+//! with no endpoint no span is ever built and tracing costs nothing extra.
 //!
 //! [`inject`] / [`extract`] carry W3C trace context across forwarded writes, so a write
 //! sent to a follower is one trace across the follower and the leader.
@@ -11,6 +12,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -42,13 +44,19 @@ pub struct TelemetryError {
 
 /// Installs the global subscriber. Call once, inside the Tokio runtime.
 pub fn init(log: &LogSettings, tracing_settings: &TracingSettings) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&log.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    // The log takes events only: spans exist for trace export, and a span that no layer
+    // wants is never built. Building the request spans for the log alone cost up to a
+    // tenth of write throughput in one A/B (scripts/bench-disk.sh, RUST_LOG=warn vs info).
+    let events = filter().and(filter_fn(|meta| meta.is_event()));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match log.format {
-        LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).boxed(),
+        LogFormat::Text => fmt.with_filter(events).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(events).boxed(),
     };
     let (otel, provider) = match tracing_settings.otlp_endpoint.as_str() {
         "" => (None, None),
@@ -71,17 +79,17 @@ pub fn init(log: &LogSettings, tracing_settings: &TracingSettings) -> Result<Tel
                 .build();
             let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
             (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
+                Some(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(filter()),
+                ),
                 Some(provider),
             )
         }
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let result = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(otel)
-        .try_init();
+    let result = tracing_subscriber::registry().with(fmt).with(otel).try_init();
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }
