@@ -84,6 +84,10 @@ struct Event {
     next: Option<usize>,
 }
 
+/// Ids whose search ran out of budget (neither proven linearizable nor found not to be);
+/// the summary reports them, so a run that verified less than it seems says so.
+pub static UNVERIFIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Checks every id's sub-history; returns the anomalies found (empty: linearizable).
 pub fn check(history: &[Op]) -> Vec<Anomaly> {
     let mut by_id: BTreeMap<i64, Vec<Op>> = BTreeMap::new();
@@ -202,6 +206,7 @@ fn check_one(ops: &[Op]) -> Result<(), Vec<Op>> {
                 "checker: search budget exhausted for id {}; treating as unverified",
                 ops[0].id
             );
+            UNVERIFIED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
         let Some(e) = cursor else {

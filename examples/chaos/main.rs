@@ -533,6 +533,10 @@ async fn main() -> ExitCode {
         leaders.len(),
         leaders.len().saturating_sub(1)
     );
+    let unverified = checker::UNVERIFIED.load(std::sync::atomic::Ordering::Relaxed);
+    if unverified > 0 {
+        println!("unverified ids: {unverified} (the checker's search budget ran out; use more --ids)");
+    }
     println!("anomalies: {}", anomalies.len() + problems.len());
     for p in &problems {
         println!("  {p}");
