@@ -248,15 +248,14 @@ async fn cluster(State(node): State<RaftNode>) -> Json<crate::node::ClusterInfo>
 async fn backup(State(node): State<RaftNode>) -> Result<Response, ApiError> {
     node.read_barrier().await?;
     let sm = node.state_machine().clone();
-    let (bytes, records) = tokio::task::spawn_blocking(move || sm.backup())
+    let (bytes, records, applied) = tokio::task::spawn_blocking(move || sm.backup())
         .await
         .map_err(|e| {
             ApiError::Node(crate::node::NodeError::Internal(format!(
                 "backup task failed: {e}"
             )))
         })?;
-    tracing::info!(records, bytes = bytes.len(), "backup taken");
-    let applied = node.cluster_info().indexes.applied.unwrap_or(0);
+    tracing::info!(records, bytes = bytes.len(), applied, "backup taken");
     Ok((
         StatusCode::OK,
         [

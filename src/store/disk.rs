@@ -299,7 +299,8 @@ pub enum Done {
 }
 
 impl Done {
-    fn complete(self, result: &Result<(), String>) {
+    /// Tells the waiter `result` (memory mode: `Ok` at once).
+    pub(crate) fn complete(self, result: &Result<(), String>) {
         let r = || result.clone().map_err(io::Error::other);
         match self {
             Done::Nobody => {}

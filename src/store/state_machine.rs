@@ -149,8 +149,8 @@ impl StateMachineStore {
     }
 
     /// A consistent copy of the applied state in snapshot-file form (the backup format),
-    /// and how many records it holds.
-    pub fn backup(&self) -> (Vec<u8>, usize) {
+    /// how many records it holds, and the log index it reflects.
+    pub fn backup(&self) -> (Vec<u8>, usize, u64) {
         let (meta, students) = {
             let data = self.read();
             let meta = SnapshotMeta {
@@ -163,6 +163,7 @@ impl StateMachineStore {
         (
             disk::encode_snapshot(&meta, &encode_students(&students)),
             students.len(),
+            meta.last_log_id.map_or(0, |l| l.index),
         )
     }
 

@@ -256,10 +256,7 @@ async fn a_disk_node_killed_at_random_points_recovers_every_acknowledged_write()
     let mut all = Seen::default();
     for round in 0..8i64 {
         node.start();
-        wait_for("the node is ready", Duration::from_secs(20), || async {
-            node.ready().await.then_some(())
-        })
-        .await;
+        node.wait_ready().await;
         let info = node.cluster().await.expect("cluster info");
         assert_eq!(
             *id.get_or_insert(node_id(&info)),
@@ -277,10 +274,7 @@ async fn a_disk_node_killed_at_random_points_recovers_every_acknowledged_write()
         all.scores.extend(seen.scores);
     }
     node.start();
-    wait_for("the node is ready", Duration::from_secs(20), || async {
-        node.ready().await.then_some(())
-    })
-    .await;
+    node.wait_ready().await;
     let records = all_records(node.http()).await.expect("read all");
     assert_nothing_lost(&all, &records);
     assert!(
@@ -342,10 +336,7 @@ async fn a_memory_cluster_switches_to_disk_by_rolling_restart() {
 async fn a_backup_seeds_a_new_cluster_and_a_damaged_one_is_refused() {
     let mut source = Node::new("source", fresh_ip(), vec![], vec![]);
     source.start();
-    wait_for("source ready", Duration::from_secs(20), || async {
-        source.ready().await.then_some(())
-    })
-    .await;
+    source.wait_ready().await;
     for i in 1..=2500 {
         let r = http()
             .post(format!("{}/students", source.http()))
@@ -411,10 +402,7 @@ async fn a_second_process_cannot_open_a_locked_data_dir() {
     let mut first = Node::new("one", fresh_ip(), vec![], vec![]);
     first.use_disk();
     first.start();
-    wait_for("first ready", Duration::from_secs(20), || async {
-        first.ready().await.then_some(())
-    })
-    .await;
+    first.wait_ready().await;
     let mut second = Node::new("two", fresh_ip(), vec![], vec![]);
     second.args.extend([
         "--storage".to_owned(),

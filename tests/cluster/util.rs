@@ -212,6 +212,16 @@ impl Node {
         r.json().await.ok()
     }
 
+    /// Waits (up to 20 s) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        wait_for(
+            &format!("{} ready", self.name),
+            Duration::from_secs(20),
+            || async { self.ready().await.then_some(()) },
+        )
+        .await;
+    }
+
     pub async fn ready(&self) -> bool {
         matches!(client().get(format!("{}/readyz", self.http())).send().await, Ok(r) if r.status() == 200)
     }
