@@ -4,7 +4,6 @@
 //! Snapshots are the protobuf `StateSnapshot` message: compact, fast to encode, and the same
 //! bytes whether they are installed locally or streamed to a peer.
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,9 @@ use crate::model::{Command, CommandResult, Student};
 use crate::pb::peer;
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
+/// The records by id.
+pub type Students = imbl::OrdMap<i64, Student>;
+
 /// The applied state: what every replica agrees on up to `last_applied`.
 #[derive(Debug, Default, Clone)]
 pub struct StateMachineData {
@@ -26,8 +28,11 @@ pub struct StateMachineData {
     pub last_applied: Option<LogId>,
     /// The last membership seen in the applied log.
     pub last_membership: StoredMembership,
-    /// The records.
-    pub students: BTreeMap<i64, Student>,
+    /// The records. A persistent (structurally shared) ordered map, so a snapshot or a
+    /// backup takes a copy in O(1) under the lock instead of blocking `apply` while it
+    /// copies every record (that copy stalled all writes for tens of milliseconds at a few
+    /// hundred thousand records).
+    pub students: Students,
 }
 
 impl StateMachineData {
@@ -35,8 +40,8 @@ impl StateMachineData {
     fn apply_command(&mut self, cmd: Command) -> CommandResult {
         match cmd {
             Command::Create(s) => match self.students.entry(s.id) {
-                std::collections::btree_map::Entry::Occupied(_) => CommandResult::AlreadyExists(s.id),
-                std::collections::btree_map::Entry::Vacant(slot) => {
+                imbl::ordmap::Entry::Occupied(_) => CommandResult::AlreadyExists(s.id),
+                imbl::ordmap::Entry::Vacant(slot) => {
                     slot.insert(s.clone());
                     CommandResult::Created(s)
                 }
@@ -209,14 +214,14 @@ impl StateMachineStore {
     }
 }
 
-fn encode_students(students: &BTreeMap<i64, Student>) -> Vec<u8> {
+fn encode_students(students: &Students) -> Vec<u8> {
     let msg = peer::StateSnapshot {
         students: students.values().cloned().map(Into::into).collect(),
     };
     msg.encode_to_vec()
 }
 
-fn decode_students(bytes: &[u8]) -> Result<BTreeMap<i64, Student>, prost::DecodeError> {
+fn decode_students(bytes: &[u8]) -> Result<Students, prost::DecodeError> {
     let msg = peer::StateSnapshot::decode(bytes)?;
     Ok(msg
         .students
@@ -237,13 +242,13 @@ pub fn read_backup(path: &std::path::Path) -> Result<Vec<Student>, DiskError> {
         offset: 0,
         problem: format!("undecodable records: {e}"),
     })?;
-    Ok(students.into_values().collect())
+    Ok(students.into_iter().map(|(_, s)| s).collect())
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let started = std::time::Instant::now();
-        // Copy under the read lock, encode outside it, so applying is blocked only briefly.
+        // An O(1) structural copy under the read lock, encoded outside it: applying goes on.
         let (last_applied, last_membership, students) = {
             let data = self.read();
             (
@@ -403,7 +408,7 @@ mod tests {
 
     #[test]
     fn snapshot_encoding_round_trips() {
-        let students: BTreeMap<i64, Student> = (1..=100).map(|i| (i, student(i))).collect();
+        let students: Students = (1..=100).map(|i| (i, student(i))).collect();
         let back = decode_students(&encode_students(&students)).expect("decodes");
         assert_eq!(back, students);
     }
