@@ -527,14 +527,31 @@ pub fn framed(record: &storage::JournalRecord) -> Vec<u8> {
 
 /// A snapshot file's content: the meta and the encoded records.
 pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    let mut out = snapshot_prefix(meta, data.len(), &crc);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Everything in a snapshot file before the encoded records: magic, header frame, and the
+/// records frame's length and checksum, given the records' length and a hasher fed with
+/// exactly their bytes. Lets a backup be streamed without holding the records' encoding.
+pub fn snapshot_prefix(meta: &SnapshotMeta, data_len: usize, data_crc: &crc32fast::Hasher) -> Vec<u8> {
     let header = storage::SnapshotFileHeader {
         meta: Some(peer::SnapshotMeta::from(meta)),
     }
     .encode_to_vec();
-    let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 * FRAME_HEADER + header.len() + data.len());
+    let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 * FRAME_HEADER + header.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     frame(&header, &mut out);
-    frame(data, &mut out);
+    let len = (data_len as u32).to_le_bytes();
+    // The same checksum `frame` computes, crc32(len ‖ data), from the data's hasher.
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len);
+    crc.combine(data_crc);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
     out
 }
 

@@ -353,7 +353,10 @@ async fn a_backup_seeds_a_new_cluster_and_a_damaged_one_is_refused() {
         .expect("backup");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-openraft-memory-records"], "2500");
+    // Streamed, yet its length is declared up front (so a client sees its progress).
+    let declared = resp.content_length();
     let bytes = resp.bytes().await.expect("backup body");
+    assert_eq!(declared, Some(bytes.len() as u64));
     let dir = tempfile::tempdir().expect("tempdir");
     let backup = dir.path().join("backup.snapshot");
     std::fs::write(&backup, &bytes).expect("save backup");
