@@ -468,3 +468,64 @@ async fn a_removed_disk_node_that_returns_with_its_data_rejoins_under_its_id() {
     .await;
     assert_eq!(records.len(), 20);
 }
+
+/// While ordinal 0 loads a backup, readiness fails with the restore's progress (a load
+/// balancer must not send it clients yet); once done it is ready and holds every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_restore_in_progress_until_every_record_is_loaded() {
+    use openraft_memory::pb::{client, peer};
+    use prost::Message;
+
+    // Big enough that loading takes far longer than one readiness poll; written straight in
+    // the backup format, so the test does not spend minutes creating the records.
+    const RECORDS: i64 = 400_000;
+    let data = peer::StateSnapshot {
+        students: (1..=RECORDS)
+            .map(|i| client::Student {
+                id: i,
+                name: format!("s{i}"),
+                score: (i % 100) as f32,
+            })
+            .collect(),
+    }
+    .encode_to_vec();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backup = dir.path().join("big.snapshot");
+    std::fs::write(
+        &backup,
+        openraft_memory::store::disk::encode_snapshot(&openraft_memory::SnapshotMeta::default(), &data),
+    )
+    .expect("write backup");
+
+    let mut node = Node::new("restore-0", fresh_ip(), vec![], vec![]);
+    node.args
+        .extend(["--restore-from".to_owned(), backup.display().to_string()]);
+    node.start();
+    let progress = Mutex::new(Vec::new());
+    wait_for(
+        "the node to finish restoring and become ready",
+        Duration::from_secs(120),
+        || async {
+            let resp = http().get(format!("{}/readyz", node.http())).send().await.ok()?;
+            if resp.status() == 200 {
+                return Some(());
+            }
+            let body: Value = resp.json().await.ok()?;
+            if let Some(reason) = body["reason"].as_str() {
+                progress.lock().expect("lock").push(reason.to_owned());
+            }
+            None
+        },
+    )
+    .await;
+    let progress = progress.into_inner().expect("lock");
+    assert!(
+        progress
+            .iter()
+            .any(|r| r.contains("restoring the backup") && r.contains("records")),
+        "readiness never reported the restore; reasons seen: {progress:?}"
+    );
+    let records = all_records(node.http()).await.expect("records");
+    assert_eq!(records.len(), RECORDS as usize);
+    assert_eq!(records[&RECORDS], (RECORDS % 100) as f64);
+}
