@@ -529,3 +529,85 @@ async fn readiness_reports_a_restore_in_progress_until_every_record_is_loaded() 
     assert_eq!(records.len(), RECORDS as usize);
     assert_eq!(records[&RECORDS], (RECORDS % 100) as f64);
 }
+
+/// A backup that went bad after start-up (it is checked then, and read again when ordinal 0
+/// initialises) leaves the node running but never ready, with a reason naming the failure,
+/// and no half-loaded records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_damaged_after_start_up_keeps_the_node_unready_with_the_reason() {
+    use openraft_memory::pb::{client, peer};
+    use prost::Message;
+
+    let data = peer::StateSnapshot {
+        students: (1..=10)
+            .map(|i| client::Student {
+                id: i,
+                name: format!("s{i}"),
+                score: 1.0,
+            })
+            .collect(),
+    }
+    .encode_to_vec();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backup = dir.path().join("backup.snapshot");
+    std::fs::write(
+        &backup,
+        openraft_memory::store::disk::encode_snapshot(&openraft_memory::SnapshotMeta::default(), &data),
+    )
+    .expect("write backup");
+
+    // Ordinal 0 does not initialise while its peer is silent: that holds it between the
+    // start-up check and the restore.
+    let mut cluster = Cluster::new(2, vec![]);
+    cluster.nodes[0]
+        .args
+        .extend(["--restore-from".to_owned(), backup.display().to_string()]);
+    cluster.nodes[0].start();
+    let first = &cluster.nodes[0];
+    wait_for("ordinal 0 to serve /readyz", Duration::from_secs(30), || async {
+        http()
+            .get(format!("{}/readyz", first.http()))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let mut damaged = std::fs::read(&backup).expect("read backup");
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    std::fs::write(&backup, damaged).expect("damage backup");
+
+    cluster.nodes[1].start();
+    let first = &cluster.nodes[0];
+    let reason = wait_for(
+        "readiness to report the failed restore",
+        Duration::from_secs(60),
+        || async {
+            let body: Value = http()
+                .get(format!("{}/readyz", first.http()))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let reason = body["reason"].as_str()?.to_owned();
+            reason.contains("restore failed").then_some(reason)
+        },
+    )
+    .await;
+    assert!(
+        reason.contains("backup.snapshot"),
+        "the reason should name the file: {reason}"
+    );
+    assert!(
+        cluster.nodes[0].is_running(),
+        "a failed restore must not stop the node"
+    );
+    let records = all_records(cluster.nodes[0].http()).await.expect("records");
+    assert!(
+        records.is_empty(),
+        "nothing of a damaged backup is loaded: {records:?}"
+    );
+}
