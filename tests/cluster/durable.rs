@@ -473,29 +473,12 @@ async fn a_removed_disk_node_that_returns_with_its_data_rejoins_under_its_id() {
 /// balancer must not send it clients yet); once done it is ready and holds every record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_reports_a_restore_in_progress_until_every_record_is_loaded() {
-    use openraft_memory::pb::{client, peer};
-    use prost::Message;
-
     // Big enough that loading takes far longer than one readiness poll; written straight in
     // the backup format, so the test does not spend minutes creating the records.
     const RECORDS: i64 = 400_000;
-    let data = peer::StateSnapshot {
-        students: (1..=RECORDS)
-            .map(|i| client::Student {
-                id: i,
-                name: format!("s{i}"),
-                score: (i % 100) as f32,
-            })
-            .collect(),
-    }
-    .encode_to_vec();
     let dir = tempfile::tempdir().expect("tempdir");
     let backup = dir.path().join("big.snapshot");
-    std::fs::write(
-        &backup,
-        openraft_memory::store::disk::encode_snapshot(&openraft_memory::SnapshotMeta::default(), &data),
-    )
-    .expect("write backup");
+    write_backup(&backup, RECORDS);
 
     let mut node = Node::new("restore-0", fresh_ip(), vec![], vec![]);
     node.args
@@ -535,26 +518,9 @@ async fn readiness_reports_a_restore_in_progress_until_every_record_is_loaded() 
 /// and no half-loaded records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_damaged_after_start_up_keeps_the_node_unready_with_the_reason() {
-    use openraft_memory::pb::{client, peer};
-    use prost::Message;
-
-    let data = peer::StateSnapshot {
-        students: (1..=10)
-            .map(|i| client::Student {
-                id: i,
-                name: format!("s{i}"),
-                score: 1.0,
-            })
-            .collect(),
-    }
-    .encode_to_vec();
     let dir = tempfile::tempdir().expect("tempdir");
     let backup = dir.path().join("backup.snapshot");
-    std::fs::write(
-        &backup,
-        openraft_memory::store::disk::encode_snapshot(&openraft_memory::SnapshotMeta::default(), &data),
-    )
-    .expect("write backup");
+    write_backup(&backup, 10);
 
     // Ordinal 0 does not initialise while its peer is silent: that holds it between the
     // start-up check and the restore.
@@ -610,4 +576,24 @@ async fn a_backup_damaged_after_start_up_keeps_the_node_unready_with_the_reason(
         records.is_empty(),
         "nothing of a damaged backup is loaded: {records:?}"
     );
+}
+
+/// Writes a backup of records 1..=n (name `s<id>`, score id % 100) straight in the snapshot
+/// file format, as `GET /cluster/snapshot` would.
+fn write_backup(path: &std::path::Path, n: i64) {
+    use openraft_memory::pb::{client, peer};
+    use prost::Message;
+    let data = peer::StateSnapshot {
+        students: (1..=n)
+            .map(|i| client::Student {
+                id: i,
+                name: format!("s{i}"),
+                score: (i % 100) as f32,
+            })
+            .collect(),
+    }
+    .encode_to_vec();
+    let file =
+        openraft_memory::store::disk::encode_snapshot(&openraft_memory::SnapshotMeta::default(), &data);
+    std::fs::write(path, file).expect("write backup");
 }
