@@ -158,12 +158,7 @@ impl StateMachineStore {
     pub fn backup(&self) -> Backup {
         let (meta, students) = {
             let data = self.read();
-            let meta = SnapshotMeta {
-                last_log_id: data.last_applied,
-                last_membership: data.last_membership.clone(),
-                snapshot_id: "backup".into(),
-            };
-            (meta, data.students.clone())
+            (backup_meta(&data), data.students.clone())
         };
         // The records' frame starts with their length and checksum: one encoding pass
         // computes both, a second produces the bytes as they are sent, so the encoded
@@ -225,6 +220,15 @@ impl StateMachineStore {
     /// True when there are no records.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The meta a backup of `data` carries.
+fn backup_meta(data: &StateMachineData) -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: data.last_applied,
+        last_membership: data.last_membership.clone(),
+        snapshot_id: "backup".into(),
     }
 }
 
@@ -486,15 +490,7 @@ mod tests {
                 })
                 .collect();
             sm.write().students = students.clone();
-            let whole = {
-                let data = sm.read();
-                let meta = SnapshotMeta {
-                    last_log_id: data.last_applied,
-                    last_membership: data.last_membership.clone(),
-                    snapshot_id: "backup".into(),
-                };
-                disk::encode_snapshot(&meta, &encode_students(&students))
-            };
+            let whole = disk::encode_snapshot(&backup_meta(&sm.read()), &encode_students(&students));
             for chunk in [1, 100, 64 << 10] {
                 let backup = sm.backup();
                 assert_eq!((backup.records(), backup.len), (n as usize, whole.len() as u64));
