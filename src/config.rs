@@ -47,6 +47,12 @@ max_batch_writes = 256
 # 0: automatic — 4 in memory mode, 2 in disk mode (fewer, larger batches share each fsync;
 # scripts/bench.sh and scripts/bench-disk.sh measured these as the best).
 max_in_flight_batches = 0
+# Linearizable reads on the leader skip the heartbeat round while a quorum has accepted its
+# leadership within the last election_timeout_min / 2 (a leader lease; followers promise
+# not to elect another leader for election_timeout_max). Safe while the nodes' clocks tick
+# at rates within 2x of each other. false: every read round confirms leadership with a
+# quorum round trip (etcd's default).
+read_lease = true
 
 [cluster]
 # Peer-port addresses of the other members (host:port). Empty: a single-node cluster.
@@ -193,6 +199,8 @@ pub struct RaftSettings {
     pub max_batch_writes: usize,
     /// Most batches proposed and not yet committed at once.
     pub max_in_flight_batches: usize,
+    /// Confirm leadership for reads from the leader lease instead of a heartbeat round.
+    pub read_lease: bool,
 }
 
 /// Cluster formation.

@@ -60,6 +60,10 @@ pub struct Metrics {
     pub peer_rpc_duration: HistogramVec,
     /// Readers served by each shared read-index round (how well reads are batched).
     pub read_index_rounds: Histogram,
+    /// Leadership confirmations for reads vouched for by the leader lease.
+    pub lease_confirmations: IntCounter,
+    /// Leadership confirmations for reads made by a heartbeat round.
+    pub heartbeat_confirmations: IntCounter,
     /// Client writes proposed together in one log entry (or one forwarded request).
     pub write_batch_size: Histogram,
     /// Disk mode: journal records made durable by one sync (group commit).
@@ -151,6 +155,12 @@ impl Metrics {
             "Linearizable readers served by one shared read-index round",
             SIZE_BUCKETS.to_vec(),
         );
+        let read_confirmations = counter_vec(
+            r,
+            "read_confirmations_total",
+            "Leadership confirmations for linearizable reads, by the leader lease or a heartbeat round",
+            &["via"],
+        );
         let write_batch_size = histogram(
             r,
             "write_batch_size",
@@ -183,6 +193,8 @@ impl Metrics {
             log_sync_records,
             log_sync_duration,
             read_index_rounds,
+            lease_confirmations: read_confirmations.with_label_values(&["lease"]),
+            heartbeat_confirmations: read_confirmations.with_label_values(&["heartbeat"]),
             write_batch_size,
             raft_node_id: gauge(r, "raft_node_id", "This node's Raft node id"),
             raft_term: gauge(r, "raft_term", "Current Raft term"),

@@ -28,6 +28,7 @@ use tonic::{Code, Status};
 use crate::discovery::HostResolver;
 use crate::metrics::Metrics;
 use crate::model::Member;
+use crate::network::lease::LeaderLease;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
@@ -73,6 +74,7 @@ pub struct PeerClients {
     connect_timeout: Duration,
     metrics: Metrics,
     resolver: HostResolver,
+    lease: Arc<LeaderLease>,
 }
 
 /// Opens a TCP connection to `uri`, resolving its host with `resolver` at every call, so a
@@ -116,6 +118,7 @@ impl PeerClients {
             connect_timeout,
             metrics,
             resolver,
+            lease: Arc::default(),
         }
     }
 
@@ -142,6 +145,11 @@ impl PeerClients {
         Ok(RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// The leader lease's bookkeeping (for lease reads).
+    pub fn lease(&self) -> &LeaderLease {
+        &self.lease
     }
 
     /// Metrics, for timing peer calls.
@@ -241,6 +249,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let timeout = option.hard_ttl();
         let to_err = |s| rpc_error(s, self.id, self.target, RPCTypes::AppendEntries, timeout);
         let mut client = self.clients.client(&self.member.addr).map_err(to_err)?;
+        let (vote, sent) = (rpc.vote, Instant::now());
         let req = peer::AppendEntriesRequest {
             vote: Some(rpc.vote.into()),
             prev_log_id: log_id_to_pb(rpc.prev_log_id),
@@ -256,11 +265,18 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .await
             .map_err(to_err)?;
         use peer::append_entries_response::Result as R;
+        // Success means the peer accepted our vote, and with it renewed our lease. (So does
+        // Conflict, but it is rare and leaving it out only shortens the lease.)
         match resp.result {
-            Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),
-            Some(R::PartialSuccess(p)) => Ok(AppendEntriesResponse::PartialSuccess(
-                log_id_from_pb(p.matching).map_err(|e| self.decode_err(e))?,
-            )),
+            Some(R::Success(_)) => {
+                self.clients.lease.record_ack(self.target, &vote, sent);
+                Ok(AppendEntriesResponse::Success)
+            }
+            Some(R::PartialSuccess(p)) => {
+                let matching = log_id_from_pb(p.matching).map_err(|e| self.decode_err(e))?;
+                self.clients.lease.record_ack(self.target, &vote, sent);
+                Ok(AppendEntriesResponse::PartialSuccess(matching))
+            }
             Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),
             Some(R::HigherVote(v)) => Ok(AppendEntriesResponse::HigherVote(
                 Vote::try_from(v).map_err(|e| self.decode_err(e))?,

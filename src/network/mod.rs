@@ -4,6 +4,7 @@
 //! service that receives them. Peer-port traffic is only for trusted cluster members.
 
 pub mod client;
+pub mod lease;
 pub mod server;
 
 pub use client::{PeerClients, PeerNetwork};

@@ -1,6 +1,8 @@
 //! The fast paths' correctness (issue 7): concurrent writes batched into shared log entries
 //! still get one outcome each, concurrent linearizable reads sharing one read-index round
-//! still see every earlier write, and the `bench` load driver reports what it measured.
+//! still see every earlier write, the leader lease confirms reads without a round only
+//! while a quorum keeps accepting the leader, and the `bench` load driver reports what it
+//! measured.
 //! No test here asserts a speed: benchmarks live in `scripts/bench.sh`.
 
 use std::collections::BTreeMap;
@@ -108,7 +110,11 @@ async fn concurrent_writes_are_batched_and_each_gets_its_own_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_linearizable_reads_share_rounds_and_see_every_earlier_write() {
-    let mut c = Cluster::new(3, vec![]);
+    // Without the lease every linearizable read, on the leader too, joins a round.
+    let mut c = Cluster::new(
+        3,
+        vec![("OPENRAFT_MEMORY__RAFT__READ_LEASE".into(), "false".into())],
+    );
     c.start_all();
     let leader = c.wait_stable(&[0, 1, 2], 3).await;
     for round in 0..3 {
@@ -154,6 +160,93 @@ async fn concurrent_linearizable_reads_share_rounds_and_see_every_earlier_write(
         rounds < readers,
         "{rounds} rounds for {readers} readers: no round was shared"
     );
+    let leased = metric_sum(
+        &c.nodes,
+        "openraft_memory_read_confirmations_total{via=\"lease\"}",
+    )
+    .await;
+    assert_eq!(
+        leased, 0.0,
+        "raft.read_lease=false, yet the lease confirmed reads"
+    );
+}
+
+/// A linearizable read on `node`: (status, the record's name or the problem's type).
+async fn read_7(node: &Node, consistency: &str) -> (u16, String) {
+    let r = http()
+        .get(format!("{}/students/7?consistency={consistency}", node.http()))
+        .send()
+        .await
+        .expect("get");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let what = body["name"]
+        .as_str()
+        .or(body["type"].as_str())
+        .unwrap_or_default();
+    (status, what.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_lease_confirms_reads_until_the_followers_go_silent() {
+    let mut c = Cluster::new(
+        3,
+        vec![("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT".into(), "1s".into())],
+    );
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let r = http()
+        .post(format!("{}/students", c.nodes[leader].http()))
+        .json(&json_student(7, "seven", 1.0))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 201);
+    // Reads everywhere see the write; the leader confirms its own reads and the followers'
+    // read-index requests from the lease (the write just renewed it).
+    for i in 0..30 {
+        assert_eq!(
+            read_7(&c.nodes[i % 3], "linearizable").await,
+            (200, "seven".into())
+        );
+    }
+    let lease_metric = "openraft_memory_read_confirmations_total{via=\"lease\"}";
+    let heartbeat_metric = "openraft_memory_read_confirmations_total{via=\"heartbeat\"}";
+    let leased = metric_sum(&c.nodes[leader..=leader], lease_metric).await;
+    assert!(leased >= 1.0, "no read was confirmed by the lease");
+    let heartbeats_before = metric_sum(&c.nodes[leader..=leader], heartbeat_metric).await;
+
+    // Followers paused: no acceptance renews the lease. Once it runs out the leader must
+    // refuse linearizable reads (it can no longer rule out a newer leader), not serve them
+    // from its possibly stale state; local reads still answer.
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for &f in &followers {
+        c.nodes[f].signal("STOP");
+    }
+    let l = &c.nodes[leader];
+    let refused = wait_for(
+        "the leader refuses linearizable reads",
+        Duration::from_secs(15),
+        || async {
+            let (status, what) = read_7(l, "linearizable").await;
+            (status != 200).then_some((status, what))
+        },
+    )
+    .await;
+    for &f in &followers {
+        c.nodes[f].signal("CONT");
+    }
+    assert_eq!(refused.0, 503, "expected 503 (no quorum), got {refused:?}");
+    assert!(
+        metric_sum(&c.nodes[leader..=leader], heartbeat_metric).await > heartbeats_before,
+        "the expired lease did not fall back to a heartbeat round"
+    );
+    assert_eq!(read_7(l, "local").await, (200, "seven".into()));
+    // Back in touch, linearizable reads are served again (by whoever leads now).
+    wait_for("linearizable reads again", Duration::from_secs(15), || async {
+        (read_7(l, "linearizable").await == (200, "seven".to_owned())).then_some(())
+    })
+    .await;
 }
 
 /// Runs `openraft-memory bench ARGS` off the async runtime; (exit code, stdout, stderr).
