@@ -101,17 +101,20 @@ impl LeaseState {
             if voters.is_empty() {
                 return None;
             }
-            let mut times: Vec<Option<Instant>> = voters
+            let accepted = |id: &NodeId| match self.acks.get(id) {
+                _ if *id == me => Some(now),
+                Some((v, t)) if v == vote => Some(*t),
+                _ => None,
+            };
+            // The newest time at or after which a majority accepted: the largest candidate
+            // that at least a majority of the voters reached. Quadratic in a handful of
+            // voters, and no allocation on the read path.
+            let majority = voters.len() / 2 + 1;
+            let quorum_time = voters
                 .iter()
-                .map(|id| match self.acks.get(id) {
-                    _ if *id == me => Some(now),
-                    Some((v, t)) if v == vote => Some(*t),
-                    _ => None,
-                })
-                .collect();
-            // Descending: element k is the newest time at least k+1 voters accepted.
-            times.sort_unstable_by(|a, b| b.cmp(a));
-            let quorum_time = times[voters.len() / 2]?;
+                .filter_map(accepted)
+                .filter(|t| voters.iter().filter_map(accepted).filter(|u| u >= t).count() >= majority)
+                .max()?;
             oldest = Some(oldest.map_or(quorum_time, |o| o.min(quorum_time)));
         }
         oldest
