@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use crate::util::{Cluster, GRPC_PORT, HTTP_PORT, Node, client as http, fresh_ip, json_student, wait_for};
+use crate::util::{
+    Cluster, GRPC_PORT, HTTP_PORT, Node, RAFT_PORT, client as http, fresh_ip, json_student, wait_for,
+};
 use crate::{samples, value};
 
 /// Every record a node holds, as (id, the whole record), in id order.
@@ -339,4 +341,85 @@ async fn the_bench_driver_reports_what_it_sent_over_rest_and_grpc() {
     let (code, _, err) = bench(&["--targets", "127.0.0.1:1", "--requests", "1"]).await;
     assert_eq!(code, Some(1));
     assert!(err.contains("connect 127.0.0.1:1"), "{err}");
+}
+
+/// A leader that a candidate asks for a vote might grant it (OpenRaft lets a leader vote once
+/// its own lease is over), and the candidate would then need only one follower: from that
+/// request on, the leader must stop trusting its lease for the term and confirm reads with
+/// a quorum. The request is sent straight to the leader's peer port, as a candidate that
+/// lost touch with it (an asymmetric partition) would; its empty log gets it refused, so the
+/// cluster keeps its leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_request_ends_the_leaders_lease_for_its_term() {
+    use openraft_memory::pb::peer;
+    use openraft_memory::pb::peer::raft_peer_client::RaftPeerClient;
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let l = &c.nodes[leader];
+    let r = http()
+        .post(format!("{}/students", l.http()))
+        .json(&json_student(7, "seven", 1.0))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 201);
+    let lease_metric = "openraft_memory_read_confirmations_total{via=\"lease\"}";
+    let heartbeat_metric = "openraft_memory_read_confirmations_total{via=\"heartbeat\"}";
+    wait_for(
+        "a read confirmed by the lease",
+        Duration::from_secs(10),
+        || async {
+            assert_eq!(read_7(l, "linearizable").await, (200, "seven".into()));
+            (metric_sum(&c.nodes[leader..=leader], lease_metric).await >= 1.0).then_some(())
+        },
+    )
+    .await;
+
+    let info = l.cluster().await.expect("cluster");
+    let leader_id = info["node"]["id"].as_u64().expect("leader id");
+    let term = info["node"]["term"].as_u64().expect("term");
+    let candidate = (0..3).find(|i| *i != leader).expect("a follower");
+    let candidate_id = c.nodes[candidate].cluster().await.expect("cluster")["node"]["id"]
+        .as_u64()
+        .expect("candidate id");
+    let mut peer_client = RaftPeerClient::connect(format!("http://{}:{}", l.ip, RAFT_PORT))
+        .await
+        .expect("peer connect");
+    let mut req = tonic::Request::new(peer::VoteRequest {
+        vote: Some(peer::Vote {
+            leader_id: Some(peer::LeaderId {
+                term: term + 1,
+                node_id: candidate_id,
+            }),
+            committed: false,
+        }),
+        last_log_id: None,
+    });
+    req.metadata_mut().insert(
+        "x-raft-target-node",
+        leader_id.to_string().parse().expect("ascii"),
+    );
+    let resp = peer_client.vote(req).await.expect("vote processed").into_inner();
+    assert!(!resp.vote_granted, "a candidate with an empty log got the vote");
+
+    let leased = metric_sum(&c.nodes[leader..=leader], lease_metric).await;
+    let heartbeats = metric_sum(&c.nodes[leader..=leader], heartbeat_metric).await;
+    for _ in 0..10 {
+        assert_eq!(read_7(l, "linearizable").await, (200, "seven".into()));
+    }
+    assert_eq!(
+        l.cluster().await.expect("cluster")["node"]["term"].as_u64(),
+        Some(term),
+        "the refused vote request changed the term: this test no longer checks the lease"
+    );
+    assert_eq!(
+        metric_sum(&c.nodes[leader..=leader], lease_metric).await,
+        leased,
+        "the lease still confirmed reads after a vote request above the leader's vote"
+    );
+    assert!(
+        metric_sum(&c.nodes[leader..=leader], heartbeat_metric).await >= heartbeats + 10.0,
+        "the reads were not confirmed by heartbeat rounds"
+    );
 }
