@@ -189,12 +189,9 @@ async fn read_7(node: &Node, consistency: &str) -> (u16, String) {
     (status, what.to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_leader_lease_confirms_reads_until_the_followers_go_silent() {
-    let mut c = Cluster::new(
-        3,
-        vec![("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT".into(), "1s".into())],
-    );
+/// A stable 3-node cluster (with `env`) holding record 7 "seven"; returns it and the leader.
+async fn three_nodes_holding_seven(env: Vec<(String, String)>) -> (Cluster, usize) {
+    let mut c = Cluster::new(3, env);
     c.start_all();
     let leader = c.wait_stable(&[0, 1, 2], 3).await;
     let r = http()
@@ -204,6 +201,13 @@ async fn the_leader_lease_confirms_reads_until_the_followers_go_silent() {
         .await
         .expect("write");
     assert_eq!(r.status(), 201);
+    (c, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_lease_confirms_reads_until_the_followers_go_silent() {
+    let (c, leader) =
+        three_nodes_holding_seven(vec![("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT".into(), "1s".into())]).await;
     // Reads everywhere see the write; the leader confirms its own reads and the followers'
     // read-index requests from the lease (the write just renewed it).
     for i in 0..30 {
@@ -353,17 +357,8 @@ async fn the_bench_driver_reports_what_it_sent_over_rest_and_grpc() {
 async fn a_vote_request_ends_the_leaders_lease_for_its_term() {
     use openraft_memory::pb::peer;
     use openraft_memory::pb::peer::raft_peer_client::RaftPeerClient;
-    let mut c = Cluster::new(3, vec![]);
-    c.start_all();
-    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let (c, leader) = three_nodes_holding_seven(vec![]).await;
     let l = &c.nodes[leader];
-    let r = http()
-        .post(format!("{}/students", l.http()))
-        .json(&json_student(7, "seven", 1.0))
-        .send()
-        .await
-        .expect("write");
-    assert_eq!(r.status(), 201);
     let lease_metric = "openraft_memory_read_confirmations_total{via=\"lease\"}";
     let heartbeat_metric = "openraft_memory_read_confirmations_total{via=\"heartbeat\"}";
     wait_for(
