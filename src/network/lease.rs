@@ -1,5 +1,5 @@
 //! The leader's side of the leader lease, recorded by the transport: when each peer last
-//! accepted this node's leadership, and the highest vote any candidate asked this node for.
+//! accepted this node's leadership, and the greatest votes candidates asked this node for.
 //!
 //! OpenRaft's followers refuse to vote for anyone else for `election_timeout_max` after they
 //! accept an AppendEntries. So if a quorum accepted requests this leader *sent* at time `t`,
@@ -27,8 +27,10 @@ struct LeaseState {
     /// Per peer: the newest send time of a request that the peer accepted, with the vote it
     /// carried (a later term's leadership must not inherit an earlier term's acceptances).
     acks: HashMap<NodeId, (Vote, Instant)>,
-    /// Votes asked of this node that are not below its vote at the time: a leader whose
-    /// vote is not above all of these may have granted one.
+    /// The greatest votes asked of this node (several: votes are only partially ordered).
+    /// OpenRaft grants only a vote above the node's own in its order (which, by default,
+    /// also ranks a same-term candidate with a higher node id above), so a leader that saw
+    /// a request above its vote may have granted it, and one below it cannot have.
     requested: Vec<Vote>,
 }
 
@@ -61,7 +63,7 @@ impl LeaderLease {
     }
 
     /// Whether the lease vouches, at `now`, that `me` is the only leader: it leads with
-    /// `vote`, was asked for no vote that is not below it, and in every configuration of
+    /// `vote`, was asked for no vote above it, and in every configuration of
     /// `configs` (two during a membership change) a majority accepted a request carrying
     /// `vote` sent less than `window` ago.
     pub fn vouches(
@@ -73,12 +75,7 @@ impl LeaderLease {
         window: Duration,
     ) -> bool {
         let st = self.lock();
-        // Incomparable (same term, another candidate) counts as not below.
-        if st
-            .requested
-            .iter()
-            .any(|r| r.partial_cmp(vote).is_none_or(|o| o.is_ge()))
-        {
+        if st.requested.iter().any(|r| r > vote) {
             return false;
         }
         st.quorum_acked_at(me, vote, configs, now)
@@ -213,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vote_request_not_below_the_leaders_vote_ends_the_lease_for_its_term() {
+    fn a_vote_request_above_the_leaders_vote_ends_the_lease_for_its_term() {
         let base = Instant::now();
         let vote = Vote::new_committed(5, 1);
         let lease = LeaderLease::default();
@@ -228,10 +225,15 @@ mod tests {
         lease.saw_vote_request(&Vote::new(6, 3));
         lease.record_ack(2, &vote, at(base, 250));
         assert!(!lease.vouches(1, &vote, &three, at(base, 300), window));
-        // So does one of the same term for someone else (votes are only partially ordered).
+        // Within the leader's own term OpenRaft's order decides: a candidate ranked below
+        // the leader's vote cannot be granted (the lease holds), one ranked above could.
         let other = LeaderLease::default();
         other.record_ack(2, &vote, at(base, 100));
-        other.saw_vote_request(&Vote::new(5, 3));
+        let (below, above) = (Vote::new(5, 0), Vote::new(5, 3));
+        assert!(below < vote && above > vote, "OpenRaft's vote order changed");
+        other.saw_vote_request(&below);
+        assert!(other.vouches(1, &vote, &three, at(base, 200), window));
+        other.saw_vote_request(&above);
         assert!(!other.vouches(1, &vote, &three, at(base, 200), window));
         // Leading in a later term, the lease holds again.
         let later = Vote::new_committed(7, 1);
