@@ -52,7 +52,7 @@ pub enum NodeError {
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
-    /// Reflects every write acknowledged before the read started (read index via the leader).
+    /// Reflects every write acknowledged before the read started (leader lease or read index).
     #[default]
     Linearizable,
     /// This node's applied state, without contacting the leader.
