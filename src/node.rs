@@ -673,25 +673,12 @@ impl RaftNode {
             self.inner.metrics.lease_confirmations.inc();
             return Ok(());
         }
-        // On the leader its own round is already shared; the second layer would only add a
-        // hop. If leadership moved meanwhile, take the follower's path.
-        let here = match self.is_leader() {
-            true => match self.read_index_local().await {
-                Err(NodeError::NotLeader { .. }) => None,
-                other => Some(other?),
-            },
-            false => None,
-        };
-        let index = match here {
-            Some(index) => index,
-            None => {
-                self.shared_round(
-                    |i| &i.barrier_reads,
-                    |node| async move { node.fetch_read_point().await },
-                )
-                .await?
-            }
-        };
+        let index = self
+            .shared_round(
+                |i| &i.barrier_reads,
+                |node| async move { node.fetch_read_point().await },
+            )
+            .await?;
         let applied = self.inner.sm.read().last_applied.map(|l| l.index);
         if let Some(index) = index.filter(|i| applied < Some(*i)) {
             let remaining = deadline.saturating_duration_since(Instant::now());

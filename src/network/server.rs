@@ -78,13 +78,13 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         self.check_target(&request)?;
         let req = request.into_inner();
         let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
-        // Before Raft can grant it: a leader that might vote for someone else must stop
-        // trusting its lease first.
-        self.node.peers().lease().saw_vote_request(&vote);
         let rpc = VoteRequest {
             vote,
             last_log_id: log_id_from_pb(req.last_log_id).map_err(bad)?,
         };
+        // Before Raft can grant it: a leader that might vote for someone else must stop
+        // trusting its lease first.
+        self.node.peers().lease().saw_vote_request(&rpc.vote);
         let resp = self.node.raft().vote(rpc).await.map_err(fatal)?;
         Ok(Response::new(peer::VoteResponse {
             vote: Some(resp.vote.into()),
