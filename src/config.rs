@@ -101,6 +101,13 @@ service_name = "openraft-memory"
 [shutdown]
 # The whole graceful shutdown (leadership transfer and drain) must fit in this.
 deadline = "20s"
+
+[runtime]
+# Threads that run the node's async work (requests, Raft, replication). 0: one per CPU
+# this process may use (cgroup limits included). Several nodes on one machine: give each
+# its share (scripts/local-cluster.sh does), or their threads keep waking and preempting
+# each other.
+worker_threads = 0
 "#;
 
 /// All settings of a node.
@@ -127,6 +134,26 @@ pub struct Settings {
     pub tracing: TracingSettings,
     /// Graceful shutdown.
     pub shutdown: ShutdownSettings,
+    /// The async runtime.
+    pub runtime: RuntimeSettings,
+}
+
+/// The async runtime's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Worker threads; 0: one per available CPU.
+    pub worker_threads: usize,
+}
+
+impl RuntimeSettings {
+    /// The number of worker threads to start.
+    pub fn threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// OpenTelemetry trace export.
@@ -409,6 +436,9 @@ impl Settings {
         }
         if r.write_timeout.is_zero() {
             return invalid("raft.write_timeout", "must be greater than zero");
+        }
+        if self.runtime.worker_threads > 1024 {
+            return invalid("runtime.worker_threads", "must be at most 1024 (0: one per CPU)");
         }
         if r.max_batch_writes == 0 {
             return invalid("raft.max_batch_writes", "must be at least 1");

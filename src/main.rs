@@ -1,6 +1,7 @@
 //! The `openraft-memory` binary: parses the command line, loads settings, starts logging
 //! and runs a node until SIGTERM or SIGINT.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -126,6 +127,9 @@ struct ServeArgs {
     /// Log format: text or json (log.format).
     #[arg(long)]
     log_format: Option<String>,
+    /// Async worker threads, 0 for one per CPU (runtime.worker_threads).
+    #[arg(long)]
+    worker_threads: Option<String>,
 }
 
 impl ServeArgs {
@@ -149,6 +153,7 @@ impl ServeArgs {
         set("discovery.mode", &self.discovery);
         set("discovery.dns_name", &self.dns_name);
         set("discovery.dns_server", &self.dns_server);
+        set("runtime.worker_threads", &self.worker_threads);
         if let Some(peers) = &self.peers {
             o.push(("cluster.peers", peers.clone().into()));
         }
@@ -179,13 +184,17 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// A runtime for the `probe` and `bench` subcommands (the node's own is sized by its settings).
+fn default_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Cmd::Serve(a)) => *a,
-        Some(Cmd::Probe(p)) => return run_probe(p).await,
-        Some(Cmd::Bench(b)) => return run_bench(&b).await,
+        Some(Cmd::Probe(p)) => return with_runtime(default_runtime(), run_probe(p)),
+        Some(Cmd::Bench(b)) => return with_runtime(default_runtime(), run_bench(&b)),
         None => cli.serve,
     };
     let settings = match Settings::load(Sources {
@@ -199,6 +208,27 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.runtime.threads())
+        .enable_all()
+        .build();
+    with_runtime(runtime, serve(settings))
+}
+
+fn with_runtime(
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    main: impl Future<Output = ExitCode>,
+) -> ExitCode {
+    match runtime {
+        Ok(rt) => rt.block_on(main),
+        Err(e) => {
+            eprintln!("openraft-memory: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> ExitCode {
     let _telemetry = match openraft_memory::telemetry::init(&settings.log, &settings.tracing) {
         Ok(guard) => guard,
         Err(e) => {
@@ -206,6 +236,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tracing::info!(worker_threads = settings.runtime.threads(), "runtime started");
     let server = match openraft_memory::server::build(settings).await {
         Ok(s) => s,
         Err(e) => {

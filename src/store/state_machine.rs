@@ -272,6 +272,13 @@ fn encode_record(s: &Student, out: &mut Vec<u8>) {
     prost::encoding::message::encode(1, &crate::pb::client::Student::from(s.clone()), out);
 }
 
+/// Runs CPU-heavy work (encoding or decoding a whole snapshot) on the blocking pool.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| std::io::Error::other(format!("snapshot worker failed: {e}")))
+}
+
 fn encode_students(students: &Students) -> Vec<u8> {
     let msg = peer::StateSnapshot {
         students: students.values().cloned().map(Into::into).collect(),
@@ -315,7 +322,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 data.students.clone(),
             )
         };
-        let bytes = encode_students(&students);
+        let records = students.len();
+        // Encoding is CPU-bound (tens of ms at 100k records): on a runtime thread it would
+        // stall every request that thread serves (p99.9 of writes rose to ~40 ms).
+        let bytes = off_runtime(move || encode_students(&students))
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_snapshot(None, &e)))?;
         let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, seq),
@@ -332,7 +344,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: bytes.clone(),
         });
-        tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), bytes = bytes.len(),
+        tracing::info!(snapshot = %meta.snapshot_id, records, bytes = bytes.len(),
             took_ms = started.elapsed().as_millis() as u64, "built snapshot");
         Ok(Snapshot {
             meta,
@@ -387,8 +399,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let students = decode_students(&bytes)
-            .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
+        let (students, bytes) = off_runtime(move || {
+            let students = decode_students(&bytes).map_err(std::io::Error::other);
+            students.map(|s| (s, bytes))
+        })
+        .await
+        .and_then(|r| r)
+        .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e)))?;
         tracing::info!(snapshot = %meta.snapshot_id, records = students.len(), "installing snapshot");
         self.persist(meta, &bytes).await?;
         {
