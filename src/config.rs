@@ -645,6 +645,32 @@ mod tests {
         assert!(err.to_string().contains("raft.max_batch_writes"), "{err}");
     }
 
+    #[test]
+    fn worker_threads_default_to_the_cpus_and_refuse_absurd_counts() {
+        let s = Settings::load(Sources::default()).expect("defaults load");
+        assert_eq!(s.runtime.worker_threads, 0);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(s.runtime.threads(), cpus);
+        let one = Settings::load(Sources {
+            overrides: vec![("runtime.worker_threads", "1".into())],
+            ..Default::default()
+        })
+        .expect("an explicit count loads");
+        assert_eq!(one.runtime.threads(), 1);
+        let err = Settings::load(Sources {
+            env: env(&[("OPENRAFT_MEMORY__RUNTIME__WORKER_THREADS", "5000")]),
+            ..Default::default()
+        })
+        .expect_err("too many threads");
+        assert!(err.to_string().contains("runtime.worker_threads"), "{err}");
+        let err = Settings::load(Sources {
+            env: env(&[("OPENRAFT_MEMORY__RUNTIME__WORKER_THREADS", "many")]),
+            ..Default::default()
+        })
+        .expect_err("not a number");
+        assert!(err.to_string().contains("worker_threads"), "{err}");
+    }
+
     /// The config the Helm chart renders (committed in deploy/kubernetes) must load.
     #[test]
     fn the_helm_charts_config_loads() {

@@ -1,17 +1,15 @@
 //! Outgoing peer RPCs.
 //!
-//! A tonic `Channel` is one HTTP/2 connection that reconnects by itself; we keep one per
-//! peer address for the life of the process, so Raft RPCs never pay for a new connection.
+//! One [`PeerChannel`] (one HTTP/2 connection that dials again when it breaks) per peer
+//! address for the life of the process, so Raft RPCs never pay for a new connection.
 //! Failures are mapped to OpenRaft's error kinds so it backs off from dead peers
 //! ([`Unreachable`]) and retries slow ones ([`Timeout`]).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError,
     Timeout, Unreachable,
@@ -21,13 +19,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     SnapshotResponse, VoteRequest, VoteResponse,
 };
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::discovery::HostResolver;
 use crate::metrics::Metrics;
 use crate::model::Member;
+use crate::network::channel::PeerChannel;
 use crate::network::lease::LeaderLease;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
@@ -70,44 +67,11 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 /// The pool of peer channels, keyed by address. Cheap to clone.
 #[derive(Clone)]
 pub struct PeerClients {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, PeerChannel>>>,
     connect_timeout: Duration,
     metrics: Metrics,
     resolver: HostResolver,
     lease: Arc<LeaderLease>,
-}
-
-/// Opens a TCP connection to `uri`, resolving its host with `resolver` at every call, so a
-/// reconnect after a pod moved reaches its new address.
-async fn connect(
-    resolver: HostResolver,
-    connect_timeout: Duration,
-    uri: http::Uri,
-) -> io::Result<TokioIo<TcpStream>> {
-    let host = uri
-        .host()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no host in {uri}")))?;
-    let port = uri
-        .port_u16()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no port in {uri}")))?;
-    let ips = resolver.resolve(host).await?;
-    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host} has no addresses"));
-    for ip in ips {
-        match tokio::time::timeout(connect_timeout, TcpStream::connect((ip, port))).await {
-            Ok(Ok(stream)) => {
-                stream.set_nodelay(true)?;
-                return Ok(TokioIo::new(stream));
-            }
-            Ok(Err(e)) => last = e,
-            Err(_) => {
-                last = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connecting to {ip}:{port} timed out"),
-                )
-            }
-        }
-    }
-    Err(last)
 }
 
 impl PeerClients {
@@ -124,20 +88,12 @@ impl PeerClients {
 
     /// The client for `addr` (host:port), creating its channel on first use. Connecting is
     /// lazy: a peer that is down costs nothing until an RPC is attempted.
-    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, Status> {
+    pub fn client(&self, addr: &str) -> Result<RaftPeerClient<PeerChannel>, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| Status::invalid_argument(format!("bad peer address `{addr}`: {e}")))?
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(true);
-                let (resolver, timeout) = (self.resolver.clone(), self.connect_timeout);
-                let connector =
-                    tower::service_fn(move |uri: http::Uri| connect(resolver.clone(), timeout, uri));
-                let channel = endpoint.connect_with_connector_lazy(connector);
+                let channel = PeerChannel::new(addr, self.resolver.clone(), self.connect_timeout)?;
                 channels.insert(addr.to_owned(), channel.clone());
                 channel
             }
