@@ -192,6 +192,21 @@ pub struct RaftNode {
     inner: Arc<Inner>,
 }
 
+/// Where a client write goes: straight to Raft from the caller's task, or into the queue.
+enum Route {
+    Inline(Command),
+    Queued(tokio::sync::oneshot::Receiver<Result<CommandResult, NodeError>>),
+}
+
+/// An in-flight slot taken by a lone write; released when the write ends or is dropped.
+struct Slot<'a>(&'a RaftNode);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.release_slot();
+    }
+}
+
 /// How many times a forwarded request follows a changed leader before giving up.
 const FORWARD_ATTEMPTS: usize = 3;
 
@@ -379,15 +394,37 @@ impl RaftNode {
     /// log entry (one forwarded RPC on a follower). A lone write goes out at once, so batching
     /// costs latency only when the node is busy anyway.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, NodeError> {
-        let (done, rx) = tokio::sync::oneshot::channel();
-        self.lock_proposals().queue.push(Proposal {
-            cmd,
-            span: tracing::Span::current(),
-            done,
-        });
-        self.propose_queued();
-        rx.await
-            .unwrap_or_else(|_| Err(NodeError::Internal("the write's batch was dropped".into())))
+        let route = {
+            let mut p = self.lock_proposals();
+            if p.queue.is_empty() && p.in_flight < self.inner.settings.raft.max_in_flight_batches {
+                // A lone write on an idle slot is proposed from the caller's own task: no
+                // batch task, no hand-back through a channel (two task hops off the
+                // 1-connection latency). Only this caller waits for it, so a client that
+                // goes away strands nobody; the slot is released either way.
+                p.in_flight += 1;
+                Route::Inline(cmd)
+            } else {
+                let (done, rx) = tokio::sync::oneshot::channel();
+                p.queue.push(Proposal {
+                    cmd,
+                    span: tracing::Span::current(),
+                    done,
+                });
+                Route::Queued(rx)
+            }
+        };
+        match route {
+            Route::Inline(cmd) => {
+                let _slot = Slot(self);
+                self.inner.metrics.write_batch_size.observe(1.0);
+                self.write_direct(cmd).await
+            }
+            Route::Queued(rx) => {
+                self.propose_queued();
+                rx.await
+                    .unwrap_or_else(|_| Err(NodeError::Internal("the write's batch was dropped".into())))
+            }
+        }
     }
 
     fn lock_proposals(&self) -> std::sync::MutexGuard<'_, Proposals> {
@@ -395,6 +432,12 @@ impl RaftNode {
             .proposals
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Frees an in-flight slot and proposes whatever queued meanwhile.
+    fn release_slot(&self) {
+        self.lock_proposals().in_flight -= 1;
+        self.propose_queued();
     }
 
     /// Starts batches for queued writes while there is a free in-flight slot.
@@ -444,8 +487,7 @@ impl RaftNode {
                     }
                 }
             }
-            node.lock_proposals().in_flight -= 1;
-            node.propose_queued();
+            node.release_slot();
         });
     }
 

@@ -202,6 +202,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        if rpc.entries.is_empty() {
+            // A heartbeat or a new commit index only. OpenRaft wakes this task at the same
+            // moment it hands the committed entry to the state machine; letting the tasks
+            // already queued run first means the client's answer leaves before this
+            // message instead of after it (`strace` at 1 connection showed it on the
+            // critical path of every write).
+            tokio::task::yield_now().await;
+        }
         let timeout = option.hard_ttl();
         let to_err = |s| rpc_error(s, self.id, self.target, RPCTypes::AppendEntries, timeout);
         let mut client = self.clients.client(&self.member.addr).map_err(to_err)?;

@@ -1,5 +1,6 @@
 //! The fast paths' correctness (issue 7): concurrent writes batched into shared log entries
-//! still get one outcome each, concurrent linearizable reads sharing one read-index round
+//! still get one outcome each, a lone write abandoned mid-way gives its in-flight slot back,
+//! concurrent linearizable reads sharing one read-index round
 //! still see every earlier write, the leader lease confirms reads without a round only
 //! while a quorum keeps accepting the leader, and the `bench` load driver reports what it
 //! measured.
@@ -253,6 +254,51 @@ async fn the_leader_lease_confirms_reads_until_the_followers_go_silent() {
         (read_7(l, "linearizable").await == (200, "seven".to_owned())).then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_lone_write_gives_its_slot_back() {
+    // One write in flight at a time, so a slot that leaked would block every later write.
+    // A lone write runs in its request's own task; when the request is abandoned (here by
+    // the REST request timeout, as by a client that hangs up) that task is dropped mid-write.
+    let (c, leader) = three_nodes_holding_seven(vec![
+        ("OPENRAFT_MEMORY__RAFT__MAX_IN_FLIGHT_BATCHES".into(), "1".into()),
+        ("OPENRAFT_MEMORY__HTTP__REQUEST_TIMEOUT".into(), "300ms".into()),
+    ])
+    .await;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for &f in &followers {
+        c.nodes[f].signal("STOP");
+    }
+    let l = &c.nodes[leader];
+    let abandoned = http()
+        .post(format!("{}/students", l.http()))
+        .json(&json_student(8, "eight", 1.0))
+        .send()
+        .await
+        .expect("write");
+    for &f in &followers {
+        c.nodes[f].signal("CONT");
+    }
+    assert_eq!(abandoned.status(), 503, "a write without a quorum times out");
+    // The quorum is back: later writes are proposed (record 8 may or may not have been
+    // committed: its outcome was unknown when the request gave up).
+    wait_for(
+        "a write after the abandoned one",
+        Duration::from_secs(15),
+        || async {
+            let r = http()
+                .post(format!("{}/students", l.http()))
+                .json(&json_student(9, "nine", 1.0))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 201).then_some(())
+        },
+    )
+    .await;
+    let ids: Vec<i64> = records(l).await.into_iter().map(|(id, _)| id).collect();
+    assert!(ids.contains(&7) && ids.contains(&9), "{ids:?}");
 }
 
 /// Runs `openraft-memory bench ARGS` off the async runtime; (exit code, stdout, stderr).
