@@ -208,11 +208,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let threads = settings.runtime.threads();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(settings.runtime.threads())
+        .worker_threads(threads)
         .enable_all()
         .build();
-    with_runtime(runtime, serve(settings))
+    with_runtime(runtime, serve(settings, threads))
 }
 
 fn with_runtime(
@@ -228,7 +229,7 @@ fn with_runtime(
     }
 }
 
-async fn serve(settings: Settings) -> ExitCode {
+async fn serve(settings: Settings, worker_threads: usize) -> ExitCode {
     let _telemetry = match openraft_memory::telemetry::init(&settings.log, &settings.tracing) {
         Ok(guard) => guard,
         Err(e) => {
@@ -236,7 +237,7 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(worker_threads = settings.runtime.threads(), "runtime started");
+    tracing::info!(worker_threads, "runtime started");
     let server = match openraft_memory::server::build(settings).await {
         Ok(s) => s,
         Err(e) => {

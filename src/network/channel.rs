@@ -46,8 +46,9 @@ pub struct PeerChannel {
 }
 
 struct Inner {
-    addr: String,
+    /// host:port, as given (also what errors name).
     authority: http::uri::Authority,
+    port: u16,
     resolver: HostResolver,
     connect_timeout: Duration,
     /// The live connection, if any. Held across a dial so concurrent callers share it.
@@ -60,20 +61,24 @@ impl PeerChannel {
         let authority: http::uri::Authority = addr
             .parse()
             .map_err(|e| Status::invalid_argument(format!("bad peer address `{addr}`: {e}")))?;
-        if authority.port_u16().is_none() {
+        let Some(port) = authority.port_u16() else {
             return Err(Status::invalid_argument(format!(
                 "bad peer address `{addr}`: no port"
             )));
-        }
+        };
         Ok(PeerChannel {
             inner: Arc::new(Inner {
-                addr: addr.to_owned(),
                 authority,
+                port,
                 resolver,
                 connect_timeout,
                 conn: tokio::sync::Mutex::new(None),
             }),
         })
+    }
+
+    fn addr(&self) -> &str {
+        self.inner.authority.as_str()
     }
 
     /// A sender on the live connection, dialling one if there is none (or it died).
@@ -83,24 +88,24 @@ impl PeerChannel {
             match tx.clone().ready().await {
                 Ok(tx) => return Ok(tx),
                 Err(e) => {
-                    tracing::debug!(peer = %self.inner.addr, error = %e, "peer connection closed; dialling again");
+                    tracing::debug!(peer = %self.addr(), error = %e, "peer connection closed; dialling again");
                     *conn = None;
                 }
             }
         }
         let tx = self.dial().await?;
         *conn = Some(tx.clone());
-        tx.ready().await.map_err(|e| unavailable(&self.inner.addr, &e))
+        tx.ready().await.map_err(|e| unavailable(self.addr(), &e))
     }
 
     async fn dial(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
         let inner = &self.inner;
-        let port = inner.authority.port_u16().unwrap_or_default();
+        let (addr, port) = (inner.authority.as_str(), inner.port);
         let ips = inner
             .resolver
             .resolve(inner.authority.host())
             .await
-            .map_err(|e| unavailable(&inner.addr, &e))?;
+            .map_err(|e| unavailable(addr, &e))?;
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
         let mut stream = None;
         for ip in ips {
@@ -118,28 +123,26 @@ impl PeerChannel {
                 }
             }
         }
-        let stream = stream.ok_or_else(|| unavailable(&inner.addr, &last))?;
+        let stream = stream.ok_or_else(|| unavailable(addr, &last))?;
         // Small frames must not wait for the peer's delayed ACK (ARCHITECTURE.md).
-        stream
-            .set_nodelay(true)
-            .map_err(|e| unavailable(&inner.addr, &e))?;
+        stream.set_nodelay(true).map_err(|e| unavailable(addr, &e))?;
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake::<_, Bytes>(stream);
         let (tx, mut connection) = tokio::time::timeout(inner.connect_timeout, handshake)
             .await
-            .map_err(|_| Status::unavailable(format!("HTTP/2 handshake with {} timed out", inner.addr)))?
-            .map_err(|e| unavailable(&inner.addr, &e))?;
+            .map_err(|_| Status::unavailable(format!("HTTP/2 handshake with {addr} timed out")))?
+            .map_err(|e| unavailable(addr, &e))?;
         let ping = connection.ping_pong();
-        let addr = inner.addr.clone();
+        let peer = addr.to_owned();
         let driver = tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(peer = %addr, error = %e, "peer connection ended");
+                tracing::debug!(peer, error = %e, "peer connection ended");
             }
         });
         if let Some(ping) = ping {
-            tokio::spawn(keepalive(ping, driver, inner.addr.clone()));
+            tokio::spawn(keepalive(ping, driver, addr.to_owned()));
         }
         Ok(tx)
     }
@@ -217,14 +220,14 @@ impl PeerChannel {
         let mut tx = self.sender().await?;
         let (response, mut stream) = tx
             .send_request(http::Request::from_parts(parts, ()), false)
-            .map_err(|e| unavailable(&self.inner.addr, &e))?;
+            .map_err(|e| unavailable(self.addr(), &e))?;
         stream
             .send_data(head.freeze(), finished)
-            .map_err(|e| unavailable(&self.inner.addr, &e))?;
+            .map_err(|e| unavailable(self.addr(), &e))?;
         if !finished {
             tokio::spawn(pipe(body, stream));
         }
-        let response = response.await.map_err(|e| h2_status(&self.inner.addr, e))?;
+        let response = response.await.map_err(|e| h2_status(self.addr(), e))?;
         Ok(response.map(|recv| PeerBody {
             recv,
             data_done: false,
@@ -255,7 +258,8 @@ async fn pipe(mut body: tonic::body::Body, mut stream: h2::SendStream<Bytes>) {
     let _ = stream.send_data(Bytes::new(), true);
 }
 
-/// A refused stream or a broken connection is worth retrying elsewhere or later.
+/// The peer's cancel stays a cancel; anything else (a refused stream, a broken connection)
+/// is `UNAVAILABLE`, which the callers treat as "back off and retry".
 fn h2_status(addr: &str, e: h2::Error) -> Status {
     if e.is_reset() && e.reason() == Some(h2::Reason::CANCEL) {
         return Status::cancelled(format!("peer {addr} cancelled the call"));
