@@ -168,6 +168,12 @@ async fn keepalive(mut ping: h2::PingPong, driver: tokio::task::JoinHandle<()>, 
     }
 }
 
+/// Marks a failure that happened before the request was sent, so the caller knows a write
+/// was not applied and may retry it anywhere.
+fn never_sent(status: Status) -> Status {
+    crate::pb::not_applied(status.message().to_owned())
+}
+
 fn unavailable(addr: &str, e: &dyn std::fmt::Display) -> Status {
     Status::unavailable(format!("peer {addr}: {e}"))
 }
@@ -217,7 +223,9 @@ impl PeerChannel {
             }
         }
 
-        let mut tx = self.sender().await?;
+        // Nothing has left this node until the request is handed to a live connection: a
+        // failure to dial (refused, unreachable, timed out) guarantees the peer never saw it.
+        let mut tx = self.sender().await.map_err(never_sent)?;
         let (response, mut stream) = tx
             .send_request(http::Request::from_parts(parts, ()), false)
             .map_err(|e| unavailable(self.addr(), &e))?;
@@ -409,6 +417,16 @@ mod tests {
         };
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
         assert!(err.message().contains(&addr), "the error names the peer: {err}");
+        // With the connection gone, the next call must dial, and the refused dial proves
+        // the request never left: it is marked not-applied (a write may be retried).
+        let refused = send(&mut ch, vec![Bytes::from_static(b"y")])
+            .await
+            .expect_err("nothing listens any more");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+        assert!(
+            refused.metadata().get(crate::pb::NOT_APPLIED_HEADER).is_some(),
+            "a refused dial is marked not-applied: {refused:?}"
+        );
 
         // ...and comes back on the same port: the channel dials again by itself.
         let listener = TcpListener::bind(local).await.expect("rebind");
