@@ -43,11 +43,26 @@ for i in $(seq 0 $((n - 1))); do
   echo "node-$i: REST http://127.0.0.1:$((8080 + i))  gRPC 127.0.0.1:$((50051 + 10 * i))  log target/local-cluster/node-$i.log"
 done
 echo "waiting for all nodes to be ready (Ctrl-C stops the cluster)"
+# A node that dies (a port already taken, a bad flag) or never gets ready fails the script
+# loudly, with its last log lines, instead of leaving a half-formed cluster waiting.
+fail() {
+  echo "error: node-$1 $2; its last log lines (target/local-cluster/node-$1.log):" >&2
+  tail -n 20 "target/local-cluster/node-$1.log" >&2 || true
+  exit 1
+}
 for i in $(seq 0 $((n - 1))); do
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$((8080 + i))/readyz" >/dev/null 2>&1 && break
+  ready=no
+  for _ in $(seq 1 150); do
+    for j in $(seq 0 $((n - 1))); do
+      kill -0 "${pids[$j]}" 2>/dev/null || fail "$j" "exited"
+    done
+    if curl -sf "http://127.0.0.1:$((8080 + i))/readyz" >/dev/null 2>&1; then
+      ready=yes
+      break
+    fi
     sleep 0.2
   done
+  [ "$ready" = yes ] || fail "$i" "was not ready within 30 s"
 done
 curl -s http://127.0.0.1:8080/cluster && echo
 wait
