@@ -1,7 +1,7 @@
 //! Cluster formation and upkeep: who initialises, how others join, how members that are
 //! gone for good are removed, and how a leader hands over before it stops.
 //!
-//! The rules (DESIGN.md, "Cluster lifecycle"):
+//! The rules:
 //! - With no peers the node initialises a single-node cluster by itself.
 //! - Only ordinal 0 may initialise, and only after it has been able to list its peers for
 //!   `cluster.bootstrap_probe`, every listed peer has answered, and none of them reported

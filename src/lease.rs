@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use crate::{NodeId, Vote};
 
-/// Lease bookkeeping shared by the transport (which records) and reads (which ask).
+/// Lease bookkeeping: owned by the node (reads ask it), handed to the transport (which
+/// records acceptances) and to the peer service (which notes vote requests).
 #[derive(Default)]
 pub struct LeaderLease {
     state: Mutex<LeaseState>,
@@ -93,28 +94,11 @@ impl LeaseState {
         configs: &[BTreeSet<NodeId>],
         now: Instant,
     ) -> Option<Instant> {
-        let mut oldest: Option<Instant> = None;
-        for voters in configs {
-            if voters.is_empty() {
-                return None;
-            }
-            let accepted = |id: &NodeId| match self.acks.get(id) {
-                _ if *id == me => Some(now),
-                Some((v, t)) if v == vote => Some(*t),
-                _ => None,
-            };
-            // The newest time at or after which a majority accepted: the largest candidate
-            // that at least a majority of the voters reached. Quadratic in a handful of
-            // voters, and no allocation on the read path.
-            let majority = voters.len() / 2 + 1;
-            let quorum_time = voters
-                .iter()
-                .filter_map(accepted)
-                .filter(|t| voters.iter().filter_map(accepted).filter(|u| u >= t).count() >= majority)
-                .max()?;
-            oldest = Some(oldest.map_or(quorum_time, |o| o.min(quorum_time)));
-        }
-        oldest
+        crate::quorum::joint_quorum_value(configs, |id| match self.acks.get(&id) {
+            _ if id == me => Some(now),
+            Some((v, t)) if v == vote => Some(*t),
+            _ => None,
+        })
     }
 }
 

@@ -15,6 +15,8 @@
 //! - [`config`]: layered, validated settings.
 //! - [`discovery`]: static or DNS (SRV) peer discovery, and host resolution for peer
 //!   connections.
+//! - [`quorum`]: majority arithmetic over joint voter configurations.
+//! - [`lease`]: the leader lease's bookkeeping (who accepted this leader when).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`telemetry`]: logging and tracing set-up.
 //! - [`probe`]: the `probe` subcommand, a health check for images without curl.
@@ -26,12 +28,14 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod discovery;
+pub mod lease;
 pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod node;
 pub mod pb;
 pub mod probe;
+pub mod quorum;
 pub mod server;
 pub mod store;
 pub mod telemetry;

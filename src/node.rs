@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::discovery::Discovery;
+use crate::lease::LeaderLease;
 use crate::metrics::Metrics;
 use crate::model::{Command, CommandResult, Member, Student};
 use crate::network::PeerClients;
@@ -128,6 +129,8 @@ struct Inner {
     raft: Raft,
     sm: StateMachineStore,
     peers: PeerClients,
+    /// The leader lease: this node owns it, the transport renews it, reads ask it.
+    lease: Arc<LeaderLease>,
     discovery: Discovery,
     settings: Arc<Settings>,
     metrics: Metrics,
@@ -219,6 +222,7 @@ impl RaftNode {
         raft: Raft,
         sm: StateMachineStore,
         peers: PeerClients,
+        lease: Arc<LeaderLease>,
         discovery: Discovery,
         settings: Arc<Settings>,
         metrics: Metrics,
@@ -230,6 +234,7 @@ impl RaftNode {
                 raft,
                 sm,
                 peers,
+                lease,
                 discovery,
                 settings,
                 metrics,
@@ -275,6 +280,11 @@ impl RaftNode {
         &self.inner.peers
     }
 
+    /// The leader lease (the peer service notes vote requests in it).
+    pub fn lease(&self) -> &LeaderLease {
+        &self.inner.lease
+    }
+
     /// Where peers come from.
     pub fn discovery(&self) -> &Discovery {
         &self.inner.discovery
@@ -318,21 +328,18 @@ impl RaftNode {
     pub fn committed_index(&self) -> Option<u64> {
         let m = self.inner.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader {
-            // The leader's commit index is the highest index a quorum of voters has matched.
-            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-            let repl = m.replication.unwrap_or_default();
-            let mut matched: Vec<u64> = voters
-                .iter()
-                .map(|v| {
-                    if *v == m.id {
-                        m.last_log_index.unwrap_or(0)
-                    } else {
-                        repl.get(v).copied().flatten().map_or(0, |l| l.index)
-                    }
-                })
-                .collect();
-            matched.sort_unstable_by(|a, b| b.cmp(a));
-            return matched.get(voters.len() / 2).copied();
+            // The highest index a majority of every voter configuration has matched (two
+            // configurations during a membership change).
+            let repl = m.replication.as_ref();
+            let matched = |v: NodeId| {
+                if v == m.id {
+                    m.last_log_index
+                } else {
+                    repl.and_then(|r| r.get(&v).copied().flatten()).map(|l| l.index)
+                }
+            };
+            let configs = m.membership_config.membership().get_joint_config();
+            return crate::quorum::joint_quorum_value(configs, matched);
         }
         let c = self.inner.leader_commit.load(Ordering::Relaxed);
         (c > 0).then_some(c)
@@ -697,7 +704,7 @@ impl RaftNode {
                 && vote.leader_id().voted_for() == Some(me);
             let configs = m.membership_config.membership().get_joint_config();
             let window = raft.election_timeout_min / 2;
-            if !leads || !self.inner.peers.lease().vouches(me, &vote, configs, now, window) {
+            if !leads || !self.inner.lease.vouches(me, &vote, configs, now, window) {
                 return None;
             }
             vote.leader_id().get_term()
@@ -1094,10 +1101,7 @@ pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
     }
 }
 
-/// gRPC metadata on an `UNAVAILABLE` answer that guarantees nothing was applied, so the
-/// caller may retry a write safely. Without it an `UNAVAILABLE` may be a connection that
-/// broke after the request was sent.
-pub const NOT_APPLIED_HEADER: &str = "x-openraft-memory-not-applied";
+pub use crate::pb::{NOT_APPLIED_HEADER, not_applied};
 
 /// Like [`status_to_error`], for a forwarded write: a transport failure may have happened
 /// after the leader received the write, so only a marked refusal counts as "not applied".
@@ -1110,16 +1114,6 @@ pub fn write_status_to_error(status: tonic::Status, peer: &Member) -> NodeError 
         ));
     }
     status_to_error(status, peer)
-}
-
-/// An `UNAVAILABLE` status marked as "nothing was applied".
-pub fn not_applied(message: impl Into<String>) -> tonic::Status {
-    let mut status = tonic::Status::unavailable(message);
-    status.metadata_mut().insert(
-        NOT_APPLIED_HEADER,
-        tonic::metadata::MetadataValue::from_static("1"),
-    );
-    status
 }
 
 /// Maps a [`NodeError`] to the status a peer returns, so [`status_to_error`] can invert it.

@@ -1,5 +1,5 @@
 //! Wiring: builds the storage, Raft, the peer network and the three listeners, then runs
-//! until the shutdown future resolves and shuts down in the order DESIGN.md asks for:
+//! until the shutdown future resolves and shuts down in this order:
 //! fail readiness → hand over leadership → stop the client listeners and drain → stop Raft
 //! → stop the peer listener.
 
@@ -13,12 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::grpc::StudentGrpc;
+use crate::api::peer::PeerService;
 use crate::config::{ConfigError, Settings, StorageMode};
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::client::MAX_PEER_MESSAGE_BYTES;
-use crate::network::{PeerClients, PeerNetwork, PeerService};
+use crate::network::{PeerClients, PeerNetwork};
 use crate::node::RaftNode;
 use crate::pb::client::student_service_server::StudentServiceServer;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
@@ -152,16 +153,18 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         metrics.clone(),
         discovery.resolver().clone(),
     );
+    let lease = Arc::new(crate::lease::LeaderLease::default());
     let network = PeerNetwork {
         id,
         clients: peers.clone(),
+        lease: lease.clone(),
     };
     let config = Arc::new(settings.openraft_config()?);
     let raft = Raft::new(id, config, network, log_store, sm.clone())
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
     tracing::info!(node_id = id, member = %member, %http_addr, %grpc_addr, %raft_addr, "node started");
-    let node = RaftNode::new(id, member, raft, sm, peers, discovery, settings, metrics);
+    let node = RaftNode::new(id, member, raft, sm, peers, lease, discovery, settings, metrics);
     Ok(Server {
         node,
         http,

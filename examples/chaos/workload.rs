@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tonic::Code;
 
-use openraft_memory::node::NOT_APPLIED_HEADER;
+use openraft_memory::pb::NOT_APPLIED_HEADER;
 
 use crate::checker::{Call, Op, Ret, Value};
 

@@ -1,8 +1,9 @@
-//! The client edges: REST ([`rest`]) and gRPC ([`grpc`]). Both call [`crate::node::RaftNode`]
-//! and map failures through [`error::ApiError`] exactly once each (problem+json, `Status`).
+//! The inbound edges: REST ([`rest`]), client gRPC ([`grpc`]) and the peer service
+//! ([`peer`]). All call [`crate::node::RaftNode`] and map failures through [`error::ApiError`] exactly once each (problem+json, `Status`).
 
 pub mod error;
 pub mod grpc;
+pub mod peer;
 pub mod rest;
 
 /// Default page size of list calls.

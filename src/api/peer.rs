@@ -1,5 +1,6 @@
-//! The peer gRPC service: Raft RPCs into OpenRaft, plus forwarded writes, read-index
-//! requests, joins, removals and status probes from other members.
+//! The peer gRPC service (an inbound edge, like REST and client gRPC): Raft RPCs into
+//! OpenRaft, plus forwarded writes, read-index requests, joins, removals and status probes
+//! from other members.
 
 use std::io::Cursor;
 use std::time::Instant;
@@ -10,8 +11,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::model::Command;
-use crate::network::client::TARGET_NODE_HEADER;
 use crate::node::{RaftNode, error_to_status};
+use crate::pb::TARGET_NODE_HEADER;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::{MissingField, peer};
 use crate::{Entry, Snapshot, SnapshotMeta, Vote};
@@ -84,7 +85,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         };
         // Before Raft can grant it: a leader that might vote for someone else must stop
         // trusting its lease first.
-        self.node.peers().lease().saw_vote_request(&rpc.vote);
+        self.node.lease().saw_vote_request(&rpc.vote);
         let resp = self.node.raft().vote(rpc).await.map_err(fatal)?;
         Ok(Response::new(peer::VoteResponse {
             vote: Some(resp.vote.into()),

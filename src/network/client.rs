@@ -22,20 +22,16 @@ use openraft::raft::{
 use tonic::{Code, Status};
 
 use crate::discovery::HostResolver;
+use crate::lease::LeaderLease;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::channel::PeerChannel;
-use crate::network::lease::LeaderLease;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
 use crate::{NodeId, Snapshot, TypeConfig, Vote};
 
-/// gRPC metadata naming the Raft node id a Raft RPC is meant for. An address can outlive a
-/// node id (a pod restarted in memory mode comes back empty under a new id at the same
-/// name); without this check the new process would answer for the old id, and the leader
-/// would see that id's log go backwards.
-pub const TARGET_NODE_HEADER: &str = "x-raft-target-node";
+use crate::pb::TARGET_NODE_HEADER;
 
 /// Wraps a peer message in a request addressed to `target`.
 fn addressed<T>(msg: T, target: NodeId) -> tonic::Request<T> {
@@ -71,7 +67,6 @@ pub struct PeerClients {
     connect_timeout: Duration,
     metrics: Metrics,
     resolver: HostResolver,
-    lease: Arc<LeaderLease>,
 }
 
 impl PeerClients {
@@ -82,7 +77,6 @@ impl PeerClients {
             connect_timeout,
             metrics,
             resolver,
-            lease: Arc::default(),
         }
     }
 
@@ -103,11 +97,6 @@ impl PeerClients {
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
-    /// The leader lease's bookkeeping (for lease reads).
-    pub fn lease(&self) -> &LeaderLease {
-        &self.lease
-    }
-
     /// Metrics, for timing peer calls.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -121,6 +110,8 @@ pub struct PeerNetwork {
     pub id: NodeId,
     /// The shared channel pool.
     pub clients: PeerClients,
+    /// The node's leader lease, renewed by every AppendEntries a peer accepts.
+    pub lease: Arc<LeaderLease>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -132,6 +123,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             member: node.clone(),
             clients: self.clients.clone(),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -142,6 +134,7 @@ pub struct PeerConnection {
     target: NodeId,
     member: Member,
     clients: PeerClients,
+    lease: Arc<LeaderLease>,
 }
 
 /// Maps a failed peer call to OpenRaft's error kinds.
@@ -233,12 +226,12 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         // Conflict, but it is rare and leaving it out only shortens the lease.)
         match resp.result {
             Some(R::Success(_)) => {
-                self.clients.lease.record_ack(self.target, &vote, sent);
+                self.lease.record_ack(self.target, &vote, sent);
                 Ok(AppendEntriesResponse::Success)
             }
             Some(R::PartialSuccess(p)) => {
                 let matching = log_id_from_pb(p.matching).map_err(|e| self.decode_err(e))?;
-                self.clients.lease.record_ack(self.target, &vote, sent);
+                self.lease.record_ack(self.target, &vote, sent);
                 Ok(AppendEntriesResponse::PartialSuccess(matching))
             }
             Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),

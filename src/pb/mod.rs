@@ -35,3 +35,24 @@ pub use openraft_memory::v1 as client;
 
 /// The encoded file descriptors of both protocols, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("openraft_memory_descriptor");
+
+/// gRPC metadata naming the Raft node id a Raft RPC is meant for. An address can outlive a
+/// node id (a pod restarted in memory mode comes back empty under a new id at the same
+/// name); without this check the new process would answer for the old id, and the leader
+/// would see that id's log go backwards.
+pub const TARGET_NODE_HEADER: &str = "x-raft-target-node";
+
+/// gRPC metadata on an `UNAVAILABLE` answer that guarantees nothing was applied, so the
+/// caller may retry a write safely. Without it an `UNAVAILABLE` may be a connection that
+/// broke after the request was sent. Part of both the client and the peer contract.
+pub const NOT_APPLIED_HEADER: &str = "x-openraft-memory-not-applied";
+
+/// An `UNAVAILABLE` status marked as "nothing was applied" (see [`NOT_APPLIED_HEADER`]).
+pub fn not_applied(message: impl Into<String>) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(message);
+    status.metadata_mut().insert(
+        NOT_APPLIED_HEADER,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}

@@ -659,7 +659,7 @@ async fn writes_without_quorum_fail_fast_with_503_and_unavailable() {
     // The leader proposed the write: it may still commit, so it is not marked "not applied".
     assert!(
         err.metadata()
-            .get(openraft_memory::node::NOT_APPLIED_HEADER)
+            .get(openraft_memory::pb::NOT_APPLIED_HEADER)
             .is_none()
     );
     let body: Value = r_body.json().await.expect("problem");
@@ -851,7 +851,7 @@ async fn a_follower_without_leader_refuses_writes_as_not_applied() {
     assert_eq!(err.code(), Code::Unavailable);
     assert!(
         err.metadata()
-            .get(openraft_memory::node::NOT_APPLIED_HEADER)
+            .get(openraft_memory::pb::NOT_APPLIED_HEADER)
             .is_some()
     );
 }
