@@ -1,0 +1,158 @@
+//! Membership changes: joins (learner, then voter, replacing a stale member of the same
+//! name) and removals, serialised on the leader and forwarded from elsewhere.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use openraft::ChangeMembers;
+use tonic::Code;
+
+use super::leader::FORWARD_ATTEMPTS;
+use super::{NodeError, RaftNode, status_to_error};
+use crate::NodeId;
+use crate::model::Member;
+use crate::network::client::within;
+use crate::pb::peer;
+
+impl RaftNode {
+    /// Adds `id` as a voter (through a learner that has caught up), replacing any other
+    /// member with the same name. Idempotent. Runs on the leader; forwards otherwise.
+    pub async fn join(&self, id: NodeId, member: Member) -> Result<NodeId, NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout * 6;
+        for _ in 0..FORWARD_ATTEMPTS {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let r = if leader_id == self.inner.id {
+                self.join_as_leader(id, member.clone()).await.map(|_| leader_id)
+            } else {
+                let mut client = self
+                    .inner
+                    .peers
+                    .client(&leader.addr)
+                    .map_err(|s| status_to_error(s, &leader))?;
+                let mut req = tonic::Request::new(peer::JoinRequest {
+                    node_id: id,
+                    member: Some(member.clone().into()),
+                });
+                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                within(
+                    deadline.saturating_duration_since(Instant::now()),
+                    client.join(req),
+                )
+                .await
+                .map(|r| r.leader_id)
+                .map_err(|s| status_to_error(s, &leader))
+            };
+            match r {
+                Err(NodeError::NotLeader { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(NodeError::NoLeader("leader kept changing".into()))
+    }
+
+    async fn join_as_leader(&self, id: NodeId, member: Member) -> Result<(), NodeError> {
+        let _guard = self.inner.membership_lock.lock().await;
+        let raft = &self.inner.raft;
+        let current = raft.metrics().borrow().membership_config.clone();
+        let membership = current.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let stale: BTreeSet<NodeId> = membership
+            .nodes()
+            .filter(|(nid, n)| **nid != id && n.name == member.name)
+            .map(|(nid, _)| *nid)
+            .collect();
+        if voters.contains(&id) && stale.is_empty() {
+            return Ok(());
+        }
+        if membership.get_node(&id).is_none() {
+            tracing::info!(node_id = id, member = %member, "adding learner");
+            // Blocking: returns once the learner has caught up with the leader's log.
+            raft.add_learner(id, member.clone(), true)
+                .await
+                .map_err(|e| NodeError::Membership(e.to_string()))?;
+        }
+        // One joint change replaces the stale member with the new one, so the number of
+        // live voters never drops below a quorum during the swap.
+        let mut new_voters: BTreeSet<NodeId> = voters.difference(&stale).copied().collect();
+        new_voters.insert(id);
+        tracing::info!(node_id = id, ?stale, voters = ?new_voters, "promoting to voter");
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
+            .await
+            .map_err(|e| NodeError::Membership(e.to_string()))?;
+        // Stale learners (never promoted) are dropped from the node list too.
+        let leftover: BTreeSet<NodeId> = {
+            let m = raft.metrics().borrow().membership_config.clone();
+            m.membership()
+                .learner_ids()
+                .filter(|l| stale.contains(l))
+                .collect()
+        };
+        if !leftover.is_empty() {
+            raft.change_membership(ChangeMembers::RemoveNodes(leftover), false)
+                .await
+                .map_err(|e| NodeError::Membership(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a member (leader only, no forwarding): used by the scale-down reconciler.
+    pub async fn remove_member_here(&self, id: NodeId) -> Result<(), NodeError> {
+        self.remove_as_leader(id).await
+    }
+
+    /// Removes a member (admin call). Runs on the leader; forwards otherwise.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout * 2;
+        for _ in 0..FORWARD_ATTEMPTS {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let r = if leader_id == self.inner.id {
+                self.remove_as_leader(id).await
+            } else {
+                let mut client = self
+                    .inner
+                    .peers
+                    .client(&leader.addr)
+                    .map_err(|s| status_to_error(s, &leader))?;
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                within(
+                    remaining,
+                    client.remove_member(peer::RemoveMemberRequest { node_id: id }),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|s| match s.code() {
+                    Code::NotFound => NodeError::UnknownMember(id),
+                    _ => status_to_error(s, &leader),
+                })
+            };
+            match r {
+                Err(NodeError::NotLeader { .. }) => continue,
+                other => return other,
+            }
+        }
+        Err(NodeError::NoLeader("leader kept changing".into()))
+    }
+
+    async fn remove_as_leader(&self, id: NodeId) -> Result<(), NodeError> {
+        let _guard = self.inner.membership_lock.lock().await;
+        let raft = &self.inner.raft;
+        let m = raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(NodeError::UnknownMember(id));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(NodeError::Membership("refusing to remove the last voter".into()));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        raft.change_membership(change, false)
+            .await
+            .map_err(|e| NodeError::Membership(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! Linearizable reads: a read point confirmed by the leader lease or a heartbeat round,
+//! shared by concurrent readers, then a wait until this node has applied it.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use openraft::ServerState;
+use openraft::error::RaftError;
+
+use super::leader::FORWARD_ATTEMPTS;
+use super::{Inner, NodeError, RaftNode, status_to_error};
+use crate::model::Student;
+use crate::network::client::within;
+use crate::pb::peer;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read started (leader lease or read index).
+    #[default]
+    Linearizable,
+    /// This node's applied state, without contacting the leader.
+    Local,
+}
+
+/// A read point: the commit index a linearizable read must wait for (None: empty log).
+pub(super) type ReadPoint = Result<Option<u64>, NodeError>;
+
+/// Concurrent readers share one read-index round instead of each paying for a quorum
+/// round trip. A reader joins the *next* round, never one already in flight: a round that
+/// started before the reader arrived could confirm a leadership (and a commit index) older
+/// than the reader's invocation, which would not be linearizable.
+#[derive(Default)]
+pub(super) struct ReadRounds {
+    state: Mutex<RoundsState>,
+}
+
+impl ReadRounds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RoundsState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct RoundsState {
+    running: bool,
+    waiting: Vec<tokio::sync::oneshot::Sender<ReadPoint>>,
+}
+
+impl RaftNode {
+    /// Runs `fetch` for this caller in a round shared with every caller that arrives while a
+    /// round is running (they all get the next round's answer). The round runs in its own
+    /// task, so a caller that goes away (client disconnect) does not strand the others.
+    async fn shared_round<F, Fut>(&self, rounds: fn(&Inner) -> &ReadRounds, fetch: F) -> ReadPoint
+    where
+        F: Fn(RaftNode) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ReadPoint> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut st = rounds(&self.inner).lock();
+            st.waiting.push(tx);
+            !std::mem::replace(&mut st.running, true)
+        };
+        if start {
+            let node = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let batch = {
+                        let mut st = rounds(&node.inner).lock();
+                        if st.waiting.is_empty() {
+                            st.running = false;
+                            break;
+                        }
+                        std::mem::take(&mut st.waiting)
+                    };
+                    node.inner.metrics.read_index_rounds.observe(batch.len() as f64);
+                    let point = fetch(node.clone()).await;
+                    for waiter in batch {
+                        let _ = waiter.send(point.clone());
+                    }
+                }
+            });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(NodeError::Internal("the shared read round was dropped".into())))
+    }
+
+    /// A read point: once this node has applied up to the returned index, a local read is
+    /// linearizable. Concurrent callers (local readers, followers' read-index requests)
+    /// share one leadership confirmation.
+    pub async fn read_index_local(&self) -> ReadPoint {
+        self.shared_round(
+            |i| &i.leader_reads,
+            |node| async move { node.confirm_leadership().await },
+        )
+        .await
+    }
+
+    /// One leadership confirmation with its read point: from the leader lease when it
+    /// vouches, otherwise by a quorum (a heartbeat round).
+    async fn confirm_leadership(&self) -> ReadPoint {
+        if let Some(point) = self.lease_read_point() {
+            self.inner.metrics.lease_confirmations.inc();
+            return Ok(point);
+        }
+        self.inner.metrics.heartbeat_confirmations.inc();
+        let timeout = self.inner.settings.raft.write_timeout;
+        match tokio::time::timeout(timeout, self.inner.raft.get_read_log_id()).await {
+            Err(_) => Err(NodeError::Timeout(format!(
+                "could not confirm leadership with a quorum within {timeout:?}"
+            ))),
+            Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.map(|l| l.index)),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(NodeError::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node),
+                })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(NodeError::NoLeader(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(NodeError::Internal(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// The read point the leader lease vouches for, without any round trip; None if it
+    /// cannot: the lease is off, this node does not lead, its lease has run out, a candidate
+    /// asked it for a vote this term, or it has not applied an entry of its own term yet.
+    /// The read point is this node's applied index: as leader it answers a write only after
+    /// applying it, and its term's first entry (applied) follows every earlier term's.
+    fn lease_read_point(&self) -> Option<Option<u64>> {
+        let raft = &self.inner.settings.raft;
+        if !raft.read_lease || self.is_shutting_down() {
+            return None;
+        }
+        let me = self.inner.id;
+        // Taken after the read arrived: the lease must cover a moment inside the read.
+        let now = Instant::now();
+        let term = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            let vote = m.vote;
+            let leads = m.state == ServerState::Leader
+                && vote.is_committed()
+                && vote.leader_id().voted_for() == Some(me);
+            let configs = m.membership_config.membership().get_joint_config();
+            let window = raft.election_timeout_min / 2;
+            if !leads || !self.inner.lease.vouches(me, &vote, configs, now, window) {
+                return None;
+            }
+            vote.leader_id().get_term()
+        };
+        let applied = self.inner.sm.read().last_applied?;
+        (applied.leader_id.term >= term).then_some(Some(applied.index))
+    }
+
+    /// Waits until this node's state reflects every write acknowledged before the call.
+    /// Concurrent readers on this node share the read point (one request to the leader).
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
+        if self.lease_read_point().is_some() {
+            // The leader's applied state already holds every acknowledged write.
+            self.inner.metrics.lease_confirmations.inc();
+            return Ok(());
+        }
+        let index = self
+            .shared_round(
+                |i| &i.barrier_reads,
+                |node| async move { node.fetch_read_point().await },
+            )
+            .await?;
+        let applied = self.inner.sm.read().last_applied.map(|l| l.index);
+        if let Some(index) = index.filter(|i| applied < Some(*i)) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.inner
+                .raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(index), "read barrier")
+                .await
+                .map_err(|e| {
+                    NodeError::Timeout(format!("this node did not catch up to the read point: {e}"))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Asks the leader (this node or another) for a read point, following a moved leader.
+    async fn fetch_read_point(&self) -> ReadPoint {
+        let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
+        let mut index = None;
+        for _ in 0..FORWARD_ATTEMPTS {
+            let (leader_id, leader) = self.await_leader(deadline).await?;
+            let r = if leader_id == self.inner.id {
+                self.read_index_local().await
+            } else {
+                let mut client = self
+                    .inner
+                    .peers
+                    .client(&leader.addr)
+                    .map_err(|s| status_to_error(s, &leader))?;
+                let mut req = tonic::Request::new(peer::ReadIndexRequest {});
+                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                let started = Instant::now();
+                let r = within(
+                    deadline.saturating_duration_since(started),
+                    client.read_index(req),
+                )
+                .await;
+                self.observe_peer_rpc("read_index", &leader, started);
+                r.map(|r| r.index).map_err(|s| status_to_error(s, &leader))
+            };
+            match r {
+                Err(NodeError::NotLeader { .. }) => continue,
+                other => {
+                    index = Some(other?);
+                    break;
+                }
+            }
+        }
+        index.ok_or_else(|| NodeError::NoLeader("leader kept changing".into()))
+    }
+
+    /// Reads one record.
+    pub async fn get(&self, id: i64, consistency: Consistency) -> Result<Option<Student>, NodeError> {
+        if consistency == Consistency::Linearizable {
+            self.read_barrier().await?;
+        }
+        Ok(self.inner.sm.get(id))
+    }
+
+    /// Reads a page of records with ids after `after`.
+    pub async fn list(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<(Vec<Student>, bool), NodeError> {
+        if consistency == Consistency::Linearizable {
+            self.read_barrier().await?;
+        }
+        Ok(self.inner.sm.list(after, limit))
+    }
+}
