@@ -22,59 +22,55 @@ fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|row| row.contains(&module))
 }
 
-/// The top-level modules that `crate::` paths in `code` name.
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// The top-level modules that `crate::` paths in `code` name: `crate::a::b` names `a`,
+/// `crate::{a::b, c::{d, e}, f, D}` names `a`, `c` and `f` (capitalised items are root
+/// types).
 fn imported_modules(code: &str) -> Vec<String> {
     let mut found = Vec::new();
-    let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            // `crate::{a::b, c, D}`: the first segment of each item (nested braces included).
-            let mut depth = 1;
-            let end = group
-                .char_indices()
-                .find(|&(_, c)| {
-                    match c {
-                        '{' => depth += 1,
-                        '}' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map_or(group.len(), |(i, _)| i);
-            let mut item_start = true;
-            let mut depth = 0;
-            let mut word = String::new();
-            for c in group[..end].chars().chain(std::iter::once(',')) {
-                match c {
-                    '{' => depth += 1,
-                    '}' => depth -= 1,
-                    ',' if depth == 0 => item_start = true,
-                    c if c.is_alphanumeric() || c == '_' => {
-                        if item_start {
-                            word.push(c);
-                        }
-                        continue;
-                    }
-                    _ => {}
-                }
-                if !word.is_empty() {
-                    found.push(std::mem::take(&mut word));
-                    item_start = c == ',' && depth == 0;
-                }
-            }
-        } else {
-            let word: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            if rest[word.len()..].starts_with("::") {
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        // In a group a bare lowercase item is a module (`crate::{quorum}`); outside one only
+        // a path (`crate::a::b`) names one.
+        let (items, grouped) = match rest.strip_prefix('{') {
+            Some(group) => (top_level_items(group), true),
+            None => (vec![rest], false),
+        };
+        for item in items {
+            let item = item.trim_start();
+            let word: String = item.chars().take_while(|c| is_ident(*c)).collect();
+            let names_module = grouped || item[word.len()..].starts_with("::");
+            if names_module && word.starts_with(|c: char| c.is_lowercase()) {
                 found.push(word);
             }
         }
     }
-    found.retain(|w| w.chars().next().is_some_and(|c| c.is_lowercase()));
     found
+}
+
+/// The comma-separated items of a brace group, up to its closing brace.
+fn top_level_items(group: &str) -> Vec<&str> {
+    let (mut items, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..i]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    items
 }
 
 fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -134,6 +130,6 @@ fn every_import_runs_down_the_layers() {
 
 #[test]
 fn the_parser_sees_grouped_and_plain_paths() {
-    let code = "use crate::{NodeId, model::{A, B}, store::X};\nlet x = crate::node::f();";
-    assert_eq!(imported_modules(code), ["model", "store", "node"]);
+    let code = "use crate::{NodeId, model::{A, B}, store::X, quorum};\nlet x = crate::node::f();";
+    assert_eq!(imported_modules(code), ["model", "store", "quorum", "node"]);
 }

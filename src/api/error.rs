@@ -143,7 +143,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             // Nothing was applied: marked, so clients know a retry is safe.
             ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => {
-                return crate::node::not_applied(e.to_string());
+                return crate::pb::not_applied(e.to_string());
             }
             // The write may have been applied: UNAVAILABLE without the not-applied marker.
             ApiError::Node(N::Timeout(_)) => Code::Unavailable,

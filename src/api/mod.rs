@@ -1,5 +1,6 @@
 //! The inbound edges: REST ([`rest`]), client gRPC ([`grpc`]) and the peer service
-//! ([`peer`]). All call [`crate::node::RaftNode`] and map failures through [`error::ApiError`] exactly once each (problem+json, `Status`).
+//! ([`peer`]). All call [`crate::node::RaftNode`] and map failures through
+//! [`error::ApiError`] exactly once each (problem+json, `Status`).
 
 pub mod error;
 pub mod grpc;

@@ -26,12 +26,11 @@ use crate::lease::LeaderLease;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::channel::PeerChannel;
+use crate::pb::TARGET_NODE_HEADER;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
 use crate::{NodeId, Snapshot, TypeConfig, Vote};
-
-use crate::pb::TARGET_NODE_HEADER;
 
 /// Wraps a peer message in a request addressed to `target`.
 fn addressed<T>(msg: T, target: NodeId) -> tonic::Request<T> {

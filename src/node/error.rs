@@ -57,7 +57,7 @@ pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
     }
 }
 
-pub use crate::pb::{NOT_APPLIED_HEADER, not_applied};
+use crate::pb::{NOT_APPLIED_HEADER, not_applied};
 
 /// Like [`status_to_error`], for a forwarded write: a transport failure may have happened
 /// after the leader received the write, so only a marked refusal counts as "not applied".

@@ -24,9 +24,7 @@ use crate::network::PeerClients;
 use crate::store::StateMachineStore;
 use crate::{NodeId, Raft};
 
-pub use error::{
-    NOT_APPLIED_HEADER, NodeError, error_to_status, not_applied, status_to_error, write_status_to_error,
-};
+pub use error::{NodeError, error_to_status, status_to_error, write_status_to_error};
 pub use health::{ClusterInfo, Indexes, MemberInfo, NodeInfo};
 pub use read::Consistency;
 
