@@ -22,10 +22,9 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::discovery::Peer;
-use crate::model::ordinal_of;
-use crate::network::client::within;
+use crate::model::{Member, ordinal_of};
+use crate::network::PeerError;
 use crate::node::RaftNode;
-use crate::pb::peer;
 
 /// Lets a repeated warning through at most once per period, so a long outage is visible in
 /// the log without flooding it.
@@ -289,13 +288,12 @@ enum Probe {
 /// Asks every peer for its status at once; silence is not "no cluster" (see the module doc).
 async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Probe {
     let probes = peers.iter().map(|p| async move {
-        let answer = async {
-            let mut client = node.peers().client(&p.addr).ok()?;
-            let mut req = tonic::Request::new(peer::StatusRequest {});
-            req.set_timeout(Duration::from_millis(500));
-            within(Duration::from_millis(500), client.status(req)).await.ok()
-        };
-        (p.addr.clone(), answer.await)
+        let answer = node
+            .peers()
+            .status(&p.addr, Duration::from_millis(500))
+            .await
+            .ok();
+        (p.addr.clone(), answer)
     });
     let mut silent = Vec::new();
     for (addr, answer) in futures::future::join_all(probes).await {
@@ -310,16 +308,15 @@ async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Probe {
     Probe::NoneAnswered { silent }
 }
 
-async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, tonic::Status> {
-    let mut client = node.peers().client(addr)?;
-    let mut req = tonic::Request::new(peer::JoinRequest {
-        node_id: node.id(),
-        member: Some(node.member().clone().into()),
-    });
-    // Catching up a learner can take a while with a large state: allow for it.
-    req.set_timeout(node.settings().raft.write_timeout * 6);
-    let limit = node.settings().raft.write_timeout * 6;
-    Ok(within(limit, client.join(req)).await?.leader_id)
+async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, PeerError> {
+    let via = Member {
+        name: addr.to_owned(),
+        addr: addr.to_owned(),
+    };
+    let deadline = Instant::now() + node.settings().raft.membership_timeout();
+    node.peers()
+        .join(&via, node.id(), node.member().clone(), deadline)
+        .await
 }
 
 /// On the leader, with DNS discovery: removes members whose pods are gone for longer than

@@ -230,6 +230,14 @@ pub struct RaftSettings {
     pub read_lease: bool,
 }
 
+impl RaftSettings {
+    /// Deadline for a join: adding a learner waits until it has caught up with the
+    /// leader's log, which takes a while with a large state.
+    pub fn membership_timeout(&self) -> Duration {
+        self.write_timeout * 6
+    }
+}
+
 /// Cluster formation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

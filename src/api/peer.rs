@@ -11,10 +11,10 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::model::Command;
-use crate::node::{RaftNode, error_to_status};
-use crate::pb::TARGET_NODE_HEADER;
+use crate::node::{NodeError, NodeStatus, RaftNode};
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::{MissingField, peer};
+use crate::pb::{TARGET_NODE_HEADER, not_applied};
 use crate::{Entry, Snapshot, SnapshotMeta, Vote};
 
 /// Serves the peer protocol for one node.
@@ -242,6 +242,34 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         _request: Request<peer::StatusRequest>,
     ) -> Result<Response<peer::StatusResponse>, Status> {
-        Ok(Response::new(self.node.status()))
+        Ok(Response::new(self.node.status().into()))
+    }
+}
+
+/// The peer protocol's answer for a [`NodeError`]; `network::peer::PeerError` decodes it on
+/// the calling side.
+fn error_to_status(e: NodeError) -> Status {
+    match e {
+        NodeError::NotLeader { .. } => Status::failed_precondition("not the leader"),
+        // Refused before anything was proposed: the caller may retry safely.
+        NodeError::NoLeader(m) => not_applied(m),
+        NodeError::Timeout(m) => Status::deadline_exceeded(m),
+        NodeError::Membership(m) => Status::aborted(m),
+        NodeError::UnknownMember(id) => Status::not_found(format!("no member with id {id}")),
+        NodeError::Internal(m) => Status::internal(m),
+    }
+}
+
+impl From<NodeStatus> for peer::StatusResponse {
+    fn from(s: NodeStatus) -> Self {
+        peer::StatusResponse {
+            node_id: s.node_id,
+            name: s.name,
+            initialized: s.initialized,
+            leader_id: s.leader.as_ref().map(|(id, _)| *id),
+            leader: s.leader.map(|(_, m)| m.into()),
+            voters: s.voters,
+            term: s.term,
+        }
     }
 }

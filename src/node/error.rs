@@ -1,11 +1,10 @@
-//! Why the node could not do what it was asked, and the peer protocol's wire form of it.
-//! The tonic mappings below are the peer contract (`api::peer` answers with
-//! [`error_to_status`], the forwarding side inverts it with [`status_to_error`]).
-
-use tonic::Code;
+//! Why the node could not do what it was asked, and what a failed call to the leader
+//! means for this node's caller. The wire form of both lives in the transport
+//! (`network::peer` decodes a peer's answer) and the edges (`api` encodes an answer).
 
 use crate::NodeId;
 use crate::model::Member;
+use crate::network::PeerError;
 
 /// Why the node could not do what it was asked. The edges map each kind to a status once.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,53 +32,23 @@ pub enum NodeError {
     Internal(String),
 }
 
-/// Maps a peer's answer (or a transport failure) to a [`NodeError`].
-pub fn status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
-    match status.code() {
-        Code::FailedPrecondition => NodeError::NotLeader { leader: None },
-        Code::DeadlineExceeded => NodeError::Timeout(format!(
-            "{} did not answer in time; a write may or may not be applied: {}",
-            peer.name,
-            status.message()
-        )),
-        Code::Unavailable => NodeError::NoLeader(format!(
-            "leader {} is unreachable: {}",
-            peer.name,
-            status.message()
-        )),
-        Code::Aborted => NodeError::Membership(status.message().to_owned()),
-        _ => NodeError::Internal(format!(
-            "{} answered {:?}: {}",
-            peer.name,
-            status.code(),
-            status.message()
-        )),
-    }
-}
-
-use crate::pb::{NOT_APPLIED_HEADER, not_applied};
-
-/// Like [`status_to_error`], for a forwarded write: a transport failure may have happened
-/// after the leader received the write, so only a marked refusal counts as "not applied".
-pub fn write_status_to_error(status: tonic::Status, peer: &Member) -> NodeError {
-    if status.code() == Code::Unavailable && status.metadata().get(NOT_APPLIED_HEADER).is_none() {
-        return NodeError::Timeout(format!(
-            "lost contact with the leader {} during the write; it may or may not have been applied: {}",
-            peer.name,
-            status.message()
-        ));
-    }
-    status_to_error(status, peer)
-}
-
-/// Maps a [`NodeError`] to the status a peer returns, so [`status_to_error`] can invert it.
-pub fn error_to_status(e: NodeError) -> tonic::Status {
-    match e {
-        NodeError::NotLeader { .. } => tonic::Status::failed_precondition("not the leader"),
-        NodeError::NoLeader(m) => not_applied(m),
-        NodeError::Timeout(m) => tonic::Status::deadline_exceeded(m),
-        NodeError::Membership(m) => tonic::Status::aborted(m),
-        NodeError::UnknownMember(id) => tonic::Status::not_found(format!("no member with id {id}")),
-        NodeError::Internal(m) => tonic::Status::internal(m),
+impl From<PeerError> for NodeError {
+    /// What a failed call to the leader means for this node's caller.
+    fn from(e: PeerError) -> Self {
+        match e {
+            PeerError::NotLeader { .. } => NodeError::NotLeader { leader: None },
+            PeerError::Unreachable { peer, message } => {
+                NodeError::NoLeader(format!("leader {peer} is unreachable: {message}"))
+            }
+            PeerError::ContactLost { peer, message } => NodeError::Timeout(format!(
+                "lost contact with the leader {peer} during the write; it may or may not have been applied: {message}"
+            )),
+            PeerError::Timeout { peer, message } => NodeError::Timeout(format!(
+                "{peer} did not answer in time; a write may or may not be applied: {message}"
+            )),
+            PeerError::Refused(m) => NodeError::Membership(m),
+            PeerError::UnknownMember(id) => NodeError::UnknownMember(id),
+            e @ (PeerError::NotFound(_) | PeerError::Unexpected { .. }) => NodeError::Internal(e.to_string()),
+        }
     }
 }

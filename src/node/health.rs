@@ -9,13 +9,30 @@ use openraft::ServerState;
 
 use super::RaftNode;
 use crate::NodeId;
-use crate::pb::peer;
+use crate::model::Member;
 
 /// What this node last heard from a leader; feeds readiness and the committed-index metric.
 #[derive(Debug, Default)]
 pub(super) struct LeaderContact {
     at: Option<Instant>,
     leader: Option<NodeId>,
+}
+
+/// What this node tells a peer that probes it during bootstrap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// This node's name.
+    pub name: String,
+    /// True when it belongs to a cluster (its membership has a voter).
+    pub initialized: bool,
+    /// The leader it knows, with its address.
+    pub leader: Option<(NodeId, Member)>,
+    /// The current voters.
+    pub voters: Vec<NodeId>,
+    /// The current term.
+    pub term: u64,
 }
 
 /// A snapshot of membership and progress, for `GET /cluster`.
@@ -107,19 +124,17 @@ impl RaftNode {
     }
 
     /// What this node knows about the cluster, for bootstrap probing.
-    pub fn status(&self) -> peer::StatusResponse {
+    pub fn status(&self) -> NodeStatus {
         let m = self.inner.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let leader = m
-            .current_leader
-            .and_then(|l| membership.get_node(&l).cloned().map(|n| (l, n)));
-        peer::StatusResponse {
+        NodeStatus {
             node_id: self.inner.id,
             name: self.inner.member.name.clone(),
             initialized: !voters.is_empty(),
-            leader_id: leader.as_ref().map(|(l, _)| *l),
-            leader: leader.map(|(_, n)| n.into()),
+            leader: m
+                .current_leader
+                .and_then(|l| membership.get_node(&l).cloned().map(|n| (l, n))),
             voters,
             term: m.current_term,
         }

@@ -1,14 +1,93 @@
-//! Finding the leader: the one this node knows, waiting (bounded) for one mid-election,
-//! or for a successor while this node hands leadership over.
+//! Reaching the leader. Every leader-only operation (a write, a read point, a join, a
+//! removal) goes through [`route_to_leader`]: find the leader (waiting, bounded, for one
+//! mid-election, or for a successor while this node hands leadership over), run the
+//! operation here or on that peer, and follow a leader that moved meanwhile, a few times,
+//! within one deadline. [`LeaderView`] is all it needs to know about the node, so the
+//! routing rules are unit-tested against a scripted fake.
 
-use std::time::Instant;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use super::{NodeError, RaftNode};
 use crate::NodeId;
 use crate::model::Member;
 
-/// How many times a forwarded request follows a changed leader before giving up.
-pub(super) const FORWARD_ATTEMPTS: usize = 3;
+/// How many times a leader-only operation follows a changed leader before giving up.
+const ROUTE_ATTEMPTS: usize = 3;
+
+/// Where one attempt of a leader-only operation runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Target {
+    /// This node leads: run it locally.
+    Here,
+    /// This peer leads: send it there.
+    Peer(Member),
+}
+
+/// What routing needs to know about leadership.
+pub(super) trait LeaderView: Sync {
+    /// This node's id.
+    fn me(&self) -> NodeId;
+    /// True while this node is shutting down (and handing leadership over).
+    fn handing_over(&self) -> bool;
+    /// How long to let a leader change settle before trying again.
+    fn settle(&self) -> Duration;
+    /// The leader, waiting (bounded by `deadline`) until one is known.
+    fn await_leader(
+        &self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(NodeId, Member), NodeError>> + Send;
+    /// Another node as leader, waiting (bounded by `deadline`) until one is elected.
+    fn await_successor(
+        &self,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<(NodeId, Member), NodeError>> + Send;
+    /// Waits (at most `wait`) until the leader is someone other than `from`.
+    fn await_change(&self, from: NodeId, wait: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs `op` on the leader, by `deadline`. An attempt that finds the leader moved
+/// ([`NodeError::NotLeader`]) waits for the change to settle and tries the new leader;
+/// every other outcome is final. When the leader never settles, the last move is reported
+/// as [`NodeError::NoLeader`] (retry-safe: a refusing peer applied nothing).
+pub(super) async fn route_to_leader<V, T, F, Fut>(
+    view: &V,
+    deadline: Instant,
+    mut op: F,
+) -> Result<T, NodeError>
+where
+    V: LeaderView,
+    F: FnMut(Target) -> Fut,
+    Fut: Future<Output = Result<T, NodeError>>,
+{
+    let mut last_move = None;
+    for _ in 0..ROUTE_ATTEMPTS {
+        let (mut leader_id, mut leader) = view.await_leader(deadline).await?;
+        if leader_id == view.me() && view.handing_over() {
+            // Leadership is being handed over: send it to the successor, so clients of a
+            // terminating node see latency, not errors.
+            (leader_id, leader) = view.await_successor(deadline).await?;
+        }
+        let target = if leader_id == view.me() {
+            Target::Here
+        } else {
+            Target::Peer(leader.clone())
+        };
+        match op(target).await {
+            Err(NodeError::NotLeader { leader: hint }) => {
+                let now = hint.map_or_else(|| "unknown".to_owned(), |(_, m)| m.name);
+                last_move = Some(NodeError::NoLeader(format!(
+                    "leadership moved while this request was routed to {} (now: {now})",
+                    leader.name
+                )));
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                view.await_change(leader_id, view.settle().min(remaining)).await;
+            }
+            other => return other,
+        }
+    }
+    Err(last_move.unwrap_or_else(|| NodeError::NoLeader("the leader kept changing".into())))
+}
 
 impl RaftNode {
     /// The leader this node knows, with its address. On every request's path: it borrows the
@@ -20,9 +99,22 @@ impl RaftNode {
         let member = m.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, member))
     }
+}
 
-    /// Waits (bounded) until some leader is known, for requests that arrive mid-election.
-    pub(super) async fn await_leader(&self, deadline: Instant) -> Result<(NodeId, Member), NodeError> {
+impl LeaderView for RaftNode {
+    fn me(&self) -> NodeId {
+        self.inner.id
+    }
+
+    fn handing_over(&self) -> bool {
+        self.is_shutting_down()
+    }
+
+    fn settle(&self) -> Duration {
+        self.inner.settings.raft.heartbeat_interval * 3
+    }
+
+    async fn await_leader(&self, deadline: Instant) -> Result<(NodeId, Member), NodeError> {
         if let Some(known) = self.current_leader() {
             return Ok(known);
         }
@@ -41,8 +133,7 @@ impl RaftNode {
         })
     }
 
-    /// Waits (bounded) until another node leads.
-    pub(super) async fn await_successor(&self, deadline: Instant) -> Result<(NodeId, Member), NodeError> {
+    async fn await_successor(&self, deadline: Instant) -> Result<(NodeId, Member), NodeError> {
         let me = self.inner.id;
         let remaining = deadline.saturating_duration_since(Instant::now());
         let _ = self
@@ -59,11 +150,178 @@ impl RaftNode {
         }
     }
 
-    pub(super) fn observe_peer_rpc(&self, rpc: &str, peer: &Member, started: Instant) {
-        self.inner
-            .metrics
-            .peer_rpc_duration
-            .with_label_values(&[rpc, &peer.name])
-            .observe(started.elapsed().as_secs_f64());
+    async fn await_change(&self, from: NodeId, wait: Duration) {
+        let _ = self
+            .inner
+            .raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader != Some(from), "leader changed")
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn member(id: NodeId) -> Member {
+        Member {
+            name: format!("n{id}"),
+            addr: format!("127.0.0.1:{}", 5000 + id),
+        }
+    }
+
+    /// A scripted view of leadership: each `await_leader` answers the next scripted leader
+    /// (None: no leader within the deadline); it records every call.
+    struct Script {
+        me: NodeId,
+        leaders: Mutex<Vec<Option<NodeId>>>,
+        handing_over: bool,
+        successor: Option<NodeId>,
+        changes_awaited: Mutex<Vec<NodeId>>,
+    }
+
+    impl Script {
+        fn new(me: NodeId, leaders: &[Option<NodeId>]) -> Self {
+            Script {
+                me,
+                leaders: Mutex::new(leaders.iter().rev().copied().collect()),
+                handing_over: false,
+                successor: None,
+                changes_awaited: Mutex::default(),
+            }
+        }
+    }
+
+    impl LeaderView for Script {
+        fn me(&self) -> NodeId {
+            self.me
+        }
+        fn handing_over(&self) -> bool {
+            self.handing_over
+        }
+        fn settle(&self) -> Duration {
+            Duration::from_millis(1)
+        }
+        async fn await_leader(&self, _deadline: Instant) -> Result<(NodeId, Member), NodeError> {
+            let next = self.leaders.lock().expect("test lock").pop().flatten();
+            next.map(|id| (id, member(id)))
+                .ok_or_else(|| NodeError::NoLeader("no leader elected within the deadline".into()))
+        }
+        async fn await_successor(&self, _deadline: Instant) -> Result<(NodeId, Member), NodeError> {
+            self.successor
+                .map(|id| (id, member(id)))
+                .ok_or_else(|| NodeError::NoLeader("no successor".into()))
+        }
+        async fn await_change(&self, from: NodeId, _wait: Duration) {
+            self.changes_awaited.lock().expect("test lock").push(from);
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    /// Runs a route whose attempts answer from `answers` in turn; returns the result and the
+    /// targets tried.
+    async fn run(
+        view: &Script,
+        answers: Vec<Result<u32, NodeError>>,
+    ) -> (Result<u32, NodeError>, Vec<Target>) {
+        let tried = Mutex::new(Vec::new());
+        let answers = Mutex::new(answers.into_iter());
+        let result = route_to_leader(view, soon(), |t| {
+            tried.lock().expect("test lock").push(t);
+            let next = answers
+                .lock()
+                .expect("test lock")
+                .next()
+                .expect("no more scripted answers");
+            async move { next }
+        })
+        .await;
+        (result, tried.into_inner().expect("test lock"))
+    }
+
+    fn moved() -> NodeError {
+        NodeError::NotLeader { leader: None }
+    }
+
+    #[tokio::test]
+    async fn runs_here_when_this_node_leads_and_on_the_peer_otherwise() {
+        let (r, tried) = run(&Script::new(1, &[Some(1)]), vec![Ok(7)]).await;
+        assert_eq!((r.ok(), tried), (Some(7), vec![Target::Here]));
+        let (r, tried) = run(&Script::new(1, &[Some(2)]), vec![Ok(8)]).await;
+        assert_eq!((r.ok(), tried), (Some(8), vec![Target::Peer(member(2))]));
+    }
+
+    #[tokio::test]
+    async fn follows_a_leader_that_changes_mid_call() {
+        let view = Script::new(1, &[Some(2), Some(3)]);
+        let (r, tried) = run(&view, vec![Err(moved()), Ok(9)]).await;
+        assert_eq!(r.ok(), Some(9));
+        assert_eq!(tried, vec![Target::Peer(member(2)), Target::Peer(member(3))]);
+        assert_eq!(
+            *view.changes_awaited.lock().expect("test lock"),
+            vec![2],
+            "waited for the move to settle"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_leadership_moving_away_from_this_node_is_followed_too() {
+        let view = Script::new(1, &[Some(1), Some(2)]);
+        let (r, tried) = run(&view, vec![Err(moved()), Ok(1)]).await;
+        assert_eq!(r.ok(), Some(1));
+        assert_eq!(tried, vec![Target::Here, Target::Peer(member(2))]);
+    }
+
+    #[tokio::test]
+    async fn no_leader_within_the_deadline_is_a_retry_safe_no_leader() {
+        let (r, tried) = run(&Script::new(1, &[None]), vec![]).await;
+        assert!(matches!(r, Err(NodeError::NoLeader(m)) if m.contains("within the deadline")));
+        assert!(tried.is_empty(), "nothing was attempted");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_keeps_refusing_ends_in_no_leader_after_the_attempts() {
+        let view = Script::new(1, &[Some(2), Some(2), Some(2)]);
+        let (r, tried) = run(&view, vec![Err(moved()), Err(moved()), Err(moved())]).await;
+        assert!(
+            matches!(&r, Err(NodeError::NoLeader(m)) if m.contains("leadership moved")),
+            "{r:?}"
+        );
+        assert_eq!(tried.len(), ROUTE_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn a_failure_other_than_a_move_is_final() {
+        let view = Script::new(1, &[Some(2), Some(3)]);
+        let unreachable = NodeError::NoLeader("leader n2 is unreachable: connection refused".into());
+        let (r, tried) = run(&view, vec![Err(unreachable), Ok(1)]).await;
+        assert!(matches!(r, Err(NodeError::NoLeader(m)) if m.contains("unreachable")));
+        assert_eq!(tried.len(), 1, "not retried: the caller decides");
+        let timeout = NodeError::Timeout("may or may not be applied".into());
+        let (r, _) = run(&Script::new(1, &[Some(2)]), vec![Err(timeout)]).await;
+        assert!(
+            matches!(r, Err(NodeError::Timeout(_))),
+            "a write of unknown outcome is never retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_handing_over_sends_to_its_successor() {
+        let mut view = Script::new(1, &[Some(1)]);
+        view.handing_over = true;
+        view.successor = Some(3);
+        let (r, tried) = run(&view, vec![Ok(5)]).await;
+        assert_eq!((r.ok(), tried), (Some(5), vec![Target::Peer(member(3))]));
+        let mut view = Script::new(1, &[Some(1)]);
+        view.handing_over = true;
+        let (r, tried) = run(&view, vec![]).await;
+        assert!(matches!(r, Err(NodeError::NoLeader(_))));
+        assert!(tried.is_empty());
     }
 }

@@ -5,49 +5,27 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use openraft::ChangeMembers;
-use tonic::Code;
 
-use super::leader::FORWARD_ATTEMPTS;
-use super::{NodeError, RaftNode, status_to_error};
+use super::leader::{Target, route_to_leader};
+use super::{NodeError, RaftNode};
 use crate::NodeId;
 use crate::model::Member;
-use crate::network::client::within;
-use crate::pb::peer;
 
 impl RaftNode {
     /// Adds `id` as a voter (through a learner that has caught up), replacing any other
     /// member with the same name. Idempotent. Runs on the leader; forwards otherwise.
     pub async fn join(&self, id: NodeId, member: Member) -> Result<NodeId, NodeError> {
-        let deadline = Instant::now() + self.inner.settings.raft.write_timeout * 6;
-        for _ in 0..FORWARD_ATTEMPTS {
-            let (leader_id, leader) = self.await_leader(deadline).await?;
-            let r = if leader_id == self.inner.id {
-                self.join_as_leader(id, member.clone()).await.map(|_| leader_id)
-            } else {
-                let mut client = self
-                    .inner
-                    .peers
-                    .client(&leader.addr)
-                    .map_err(|s| status_to_error(s, &leader))?;
-                let mut req = tonic::Request::new(peer::JoinRequest {
-                    node_id: id,
-                    member: Some(member.clone().into()),
-                });
-                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                within(
-                    deadline.saturating_duration_since(Instant::now()),
-                    client.join(req),
-                )
-                .await
-                .map(|r| r.leader_id)
-                .map_err(|s| status_to_error(s, &leader))
-            };
-            match r {
-                Err(NodeError::NotLeader { .. }) => continue,
-                other => return other,
+        let deadline = Instant::now() + self.inner.settings.raft.membership_timeout();
+        route_to_leader(self, deadline, |target| {
+            let member = member.clone();
+            async move {
+                match target {
+                    Target::Here => self.join_as_leader(id, member).await.map(|_| self.inner.id),
+                    Target::Peer(leader) => Ok(self.inner.peers.join(&leader, id, member, deadline).await?),
+                }
             }
-        }
-        Err(NodeError::NoLeader("leader kept changing".into()))
+        })
+        .await
     }
 
     async fn join_as_leader(&self, id: NodeId, member: Member) -> Result<(), NodeError> {
@@ -102,35 +80,15 @@ impl RaftNode {
 
     /// Removes a member (admin call). Runs on the leader; forwards otherwise.
     pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
+        // A removal commits a joint and a final configuration: two writes' worth of time.
         let deadline = Instant::now() + self.inner.settings.raft.write_timeout * 2;
-        for _ in 0..FORWARD_ATTEMPTS {
-            let (leader_id, leader) = self.await_leader(deadline).await?;
-            let r = if leader_id == self.inner.id {
-                self.remove_as_leader(id).await
-            } else {
-                let mut client = self
-                    .inner
-                    .peers
-                    .client(&leader.addr)
-                    .map_err(|s| status_to_error(s, &leader))?;
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                within(
-                    remaining,
-                    client.remove_member(peer::RemoveMemberRequest { node_id: id }),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|s| match s.code() {
-                    Code::NotFound => NodeError::UnknownMember(id),
-                    _ => status_to_error(s, &leader),
-                })
-            };
-            match r {
-                Err(NodeError::NotLeader { .. }) => continue,
-                other => return other,
+        route_to_leader(self, deadline, |target| async move {
+            match target {
+                Target::Here => self.remove_as_leader(id).await,
+                Target::Peer(leader) => Ok(self.inner.peers.remove_member(&leader, id, deadline).await?),
             }
-        }
-        Err(NodeError::NoLeader("leader kept changing".into()))
+        })
+        .await
     }
 
     async fn remove_as_leader(&self, id: NodeId) -> Result<(), NodeError> {

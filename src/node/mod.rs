@@ -24,8 +24,8 @@ use crate::network::PeerClients;
 use crate::store::StateMachineStore;
 use crate::{NodeId, Raft};
 
-pub use error::{NodeError, error_to_status, status_to_error, write_status_to_error};
-pub use health::{ClusterInfo, Indexes, MemberInfo, NodeInfo};
+pub use error::NodeError;
+pub use health::{ClusterInfo, Indexes, MemberInfo, NodeInfo, NodeStatus};
 pub use read::Consistency;
 
 use health::LeaderContact;

@@ -7,11 +7,9 @@ use std::time::Instant;
 use openraft::ServerState;
 use openraft::error::RaftError;
 
-use super::leader::FORWARD_ATTEMPTS;
-use super::{Inner, NodeError, RaftNode, status_to_error};
+use super::leader::{Target, route_to_leader};
+use super::{Inner, NodeError, RaftNode};
 use crate::model::Student;
-use crate::network::client::within;
-use crate::pb::peer;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -182,40 +180,16 @@ impl RaftNode {
         Ok(())
     }
 
-    /// Asks the leader (this node or another) for a read point, following a moved leader.
+    /// Asks the leader (this node or another) for a read point.
     async fn fetch_read_point(&self) -> ReadPoint {
         let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
-        let mut index = None;
-        for _ in 0..FORWARD_ATTEMPTS {
-            let (leader_id, leader) = self.await_leader(deadline).await?;
-            let r = if leader_id == self.inner.id {
-                self.read_index_local().await
-            } else {
-                let mut client = self
-                    .inner
-                    .peers
-                    .client(&leader.addr)
-                    .map_err(|s| status_to_error(s, &leader))?;
-                let mut req = tonic::Request::new(peer::ReadIndexRequest {});
-                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                let started = Instant::now();
-                let r = within(
-                    deadline.saturating_duration_since(started),
-                    client.read_index(req),
-                )
-                .await;
-                self.observe_peer_rpc("read_index", &leader, started);
-                r.map(|r| r.index).map_err(|s| status_to_error(s, &leader))
-            };
-            match r {
-                Err(NodeError::NotLeader { .. }) => continue,
-                other => {
-                    index = Some(other?);
-                    break;
-                }
+        route_to_leader(self, deadline, |target| async move {
+            match target {
+                Target::Here => self.read_index_local().await,
+                Target::Peer(leader) => Ok(self.inner.peers.read_index(&leader, deadline).await?),
             }
-        }
-        index.ok_or_else(|| NodeError::NoLeader("leader kept changing".into()))
+        })
+        .await
     }
 
     /// Reads one record.

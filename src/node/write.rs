@@ -7,11 +7,9 @@ use std::time::Instant;
 use openraft::error::{ClientWriteError, RaftError};
 use tracing::Instrument;
 
-use super::leader::FORWARD_ATTEMPTS;
-use super::{NodeError, RaftNode, status_to_error, write_status_to_error};
+use super::leader::{Target, route_to_leader};
+use super::{NodeError, RaftNode};
 use crate::model::{Command, CommandResult, Member};
-use crate::network::client::within;
-use crate::pb::peer;
 
 /// A client write waiting for its batch.
 pub(super) struct Proposal {
@@ -149,41 +147,19 @@ impl RaftNode {
         });
     }
 
-    /// Proposes one command (possibly a batch): locally if this node leads, else through
-    /// the leader, following a moved leader a few times.
+    /// Proposes one command (possibly a batch) on the leader: here, or forwarded to it.
     async fn write_direct(&self, cmd: Command) -> Result<CommandResult, NodeError> {
         let deadline = Instant::now() + self.inner.settings.raft.write_timeout;
-        let mut last_err = None;
-        for _ in 0..FORWARD_ATTEMPTS {
-            let (mut leader_id, mut leader) = self.await_leader(deadline).await?;
-            if leader_id == self.inner.id && self.is_shutting_down() {
-                // We are handing leadership over: wait for the successor and forward to it,
-                // so clients of a terminating node see latency, not errors.
-                (leader_id, leader) = self.await_successor(deadline).await?;
-            }
-            let result = if leader_id == self.inner.id {
-                self.write_local(cmd.clone(), deadline).await
-            } else {
-                self.forward_write(&leader, cmd.clone(), deadline).await
-            };
-            match result {
-                // The leader moved between our look-up and the call: look again.
-                Err(NodeError::NotLeader { leader }) => {
-                    last_err = Some(NodeError::NoLeader(format!(
-                        "leadership moved while forwarding (now: {})",
-                        leader.map_or("unknown".into(), |(_, m)| m.name)
-                    )));
-                    let _ = self
-                        .inner
-                        .raft
-                        .wait(Some(self.inner.settings.raft.heartbeat_interval * 3))
-                        .metrics(|m| m.current_leader != Some(leader_id), "leader changed")
-                        .await;
+        route_to_leader(self, deadline, |target| {
+            let cmd = cmd.clone();
+            async move {
+                match target {
+                    Target::Here => self.write_local(cmd, deadline).await,
+                    Target::Peer(leader) => self.forward_write(&leader, cmd, deadline).await,
                 }
-                other => return other,
             }
-        }
-        Err(last_err.unwrap_or_else(|| NodeError::NoLeader("leader kept changing".into())))
+        })
+        .await
     }
 
     /// Proposes a write on this node, which must be the leader.
@@ -228,27 +204,6 @@ impl RaftNode {
         cmd: Command,
         deadline: Instant,
     ) -> Result<CommandResult, NodeError> {
-        let mut client = self
-            .inner
-            .peers
-            .client(&leader.addr)
-            .map_err(|s| status_to_error(s, leader))?;
-        let mut req = tonic::Request::new(peer::ClientWriteRequest {
-            command: Some(cmd.into()),
-        });
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        crate::telemetry::inject(&mut req);
-        let started = Instant::now();
-        let resp = within(
-            deadline.saturating_duration_since(started),
-            client.client_write(req),
-        )
-        .await;
-        self.observe_peer_rpc("client_write", leader, started);
-        let resp = resp.map_err(|s| write_status_to_error(s, leader))?;
-        resp.result
-            .ok_or(crate::pb::MissingField("client_write_response.result"))
-            .and_then(CommandResult::try_from)
-            .map_err(|e| NodeError::Internal(e.to_string()))
+        Ok(self.inner.peers.forward_write(leader, cmd, deadline).await?)
     }
 }

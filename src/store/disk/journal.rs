@@ -1,36 +1,8 @@
-//! Disk mode's files: the data directory (its lock and the node's persisted Raft id), the
-//! Raft log journal with its group-committing writer thread, and snapshot files.
-//!
-//! Layout of `DIR`:
-//! - `LOCK`: held (`flock`) for the life of the process, so two nodes never share a directory.
-//! - `node-id`: this node's Raft id, written once, atomically; a restart keeps it.
-//! - `raft-log`: the journal. `ORMJRNL1`, then frames `[len: u32 LE][crc: u32 LE][payload]`
-//!   where `crc` is CRC-32 over the length bytes and the payload, and the payload is a
-//!   protobuf `JournalRecord` (`proto/storage.proto`), then zeros: the file is grown 8 MiB
-//!   at a time ahead of its end, so that appending never changes its size and a sync has
-//!   only data to flush. Replaying the records in order
-//!   rebuilds the log store; every record kind is an assignment (set an entry, delete a
-//!   range, set the vote), so the last record touching a key decides it.
-//! - `snapshot`: the latest snapshot. `ORMSNAP1`, then a frame holding a
-//!   `SnapshotFileHeader`, then a frame holding the encoded `StateSnapshot`. Written to a
-//!   temporary file, synced, then renamed over the old one: a crash leaves the old or the new
-//!   snapshot, never a mix.
-//!
-//! Why a purpose-built journal rather than an embedded B-tree (redb): the Raft log is only
-//! ever appended at the tail, truncated at the tail, and purged at the head, and it is read
-//! back whole only at start. An append-only file does each append as one sequential write
-//! plus one `fdatasync` shared by everything queued (group commit), and the in-memory copy
-//! (`log_store::Inner`) serves every read. The journal is rewritten (compacted) when it has
-//! grown to twice its live size.
-//!
-//! Crash safety: a frame whose length runs past the end of the file, or whose checksum does
-//! not match while nothing valid follows it, is a torn tail (the process died mid-write,
-//! before the sync that would have acknowledged it): it is cut off with a warning. A bad
-//! frame followed by a valid one is corruption, not a torn write, and start-up fails naming
-//! the file and offset.
+//! The Raft log journal: replaying it at start (cutting off a torn tail) and the writer
+//! thread that appends, group-commits with one `fdatasync`, and compacts it.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -39,180 +11,18 @@ use std::time::Instant;
 use openraft::storage::LogFlushed;
 use prost::Message;
 
-use crate::pb::{peer, storage};
-use crate::{NodeId, SnapshotMeta, TypeConfig};
+use super::frame::{FRAME_HEADER, Read, frame, read_frame};
+use super::{DiskError, io_err, write_atomically};
+use crate::TypeConfig;
+use crate::pb::storage;
 
 const JOURNAL_MAGIC: &[u8; 8] = b"ORMJRNL1";
-const SNAPSHOT_MAGIC: &[u8; 8] = b"ORMSNAP1";
-const FRAME_HEADER: usize = 8;
 /// The journal is compacted once it is this large and twice its size after the last compaction.
 pub const COMPACT_MIN_BYTES: u64 = 64 << 20;
 /// The journal file is grown (with zeros, synced) this much ahead of its end, so that an
 /// append's `fdatasync` has only data to flush: a write that grows a file also changes its
 /// size and extents, and syncing that metadata costs about half again as much here.
 const PREALLOCATE_BYTES: u64 = 8 << 20;
-
-/// Why disk storage could not be opened or written. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum DiskError {
-    /// An I/O error on a file or directory.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// Another process holds the data directory.
-    #[error(
-        "data directory {dir} is in use by another process (its LOCK file is held); two nodes must never share one"
-    )]
-    Locked {
-        /// The data directory.
-        dir: PathBuf,
-    },
-    /// A file's content is damaged (not a torn tail: that is repaired).
-    #[error("{path} is corrupted at byte {offset}: {problem}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// Where the damage starts.
-        offset: u64,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DiskError + '_ {
-    move |source| DiskError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// The data directory of a disk-mode node, locked for as long as this value lives.
-#[derive(Debug)]
-pub struct DataDir {
-    dir: PathBuf,
-    _lock: File,
-}
-
-impl DataDir {
-    /// Creates (if needed) and locks `dir`.
-    pub fn open(dir: &Path) -> Result<DataDir, DiskError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(DiskError::Locked { dir: dir.to_owned() }),
-            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
-        Ok(DataDir {
-            dir: dir.to_owned(),
-            _lock: lock,
-        })
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The journal's path.
-    pub fn journal_path(&self) -> PathBuf {
-        self.dir.join("raft-log")
-    }
-
-    /// The snapshot file's path.
-    pub fn snapshot_path(&self) -> PathBuf {
-        self.dir.join("snapshot")
-    }
-
-    /// The persisted Raft id, or `fresh()` persisted now if this directory has none yet.
-    pub fn node_id(&self, fresh: impl FnOnce() -> NodeId) -> Result<(NodeId, bool), DiskError> {
-        let path = self.dir.join("node-id");
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                let id = text.trim().parse::<NodeId>().map_err(|e| DiskError::Corrupt {
-                    path: path.clone(),
-                    offset: 0,
-                    problem: format!("`{}` is not a node id: {e}", text.trim()),
-                })?;
-                Ok((id, false))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let id = fresh();
-                write_atomically(&path, format!("{id}\n").as_bytes())?;
-                Ok((id, true))
-            }
-            Err(e) => Err(io_err(&path)(e)),
-        }
-    }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old content or the new, never a mix.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    sync_dir(path)
-}
-
-fn sync_dir(path: &Path) -> Result<(), DiskError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
-}
-
-fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&len);
-    h.update(payload);
-    h.finalize()
-}
-
-/// Appends one frame around `payload` to `out`.
-pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let len = (payload.len() as u32).to_le_bytes();
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&frame_crc(len, payload).to_le_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// One frame read back: its payload, or why it is not one.
-enum Read<'a> {
-    Frame(&'a [u8]),
-    /// The bytes end before the frame does.
-    Short,
-    /// The checksum does not match.
-    BadCrc,
-}
-
-fn read_frame(bytes: &[u8]) -> Read<'_> {
-    if bytes.len() < FRAME_HEADER {
-        return Read::Short;
-    }
-    let len: [u8; 4] = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    let crc = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-    let n = u32::from_le_bytes(len) as usize;
-    let Some(payload) = bytes.get(FRAME_HEADER..FRAME_HEADER + n) else {
-        return Read::Short;
-    };
-    if frame_crc(len, payload) == crc {
-        Read::Frame(payload)
-    } else {
-        Read::BadCrc
-    }
-}
 
 /// The journal's records read at start, and the length of its valid prefix.
 #[derive(Debug)]
@@ -525,83 +335,6 @@ pub fn framed(record: &storage::JournalRecord) -> Vec<u8> {
     out
 }
 
-/// A snapshot file's content: the meta and the encoded records.
-pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(data);
-    let mut out = snapshot_prefix(meta, data.len(), &crc);
-    out.extend_from_slice(data);
-    out
-}
-
-/// Everything in a snapshot file before the encoded records: magic, header frame, and the
-/// records frame's length and checksum, given the records' length and a hasher fed with
-/// exactly their bytes. Lets a backup be streamed without holding the records' encoding.
-pub fn snapshot_prefix(meta: &SnapshotMeta, data_len: usize, data_crc: &crc32fast::Hasher) -> Vec<u8> {
-    let header = storage::SnapshotFileHeader {
-        meta: Some(peer::SnapshotMeta::from(meta)),
-    }
-    .encode_to_vec();
-    let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 * FRAME_HEADER + header.len());
-    out.extend_from_slice(SNAPSHOT_MAGIC);
-    frame(&header, &mut out);
-    let len = (data_len as u32).to_le_bytes();
-    // The same checksum `frame` computes, crc32(len ‖ data), from the data's hasher.
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len);
-    crc.combine(data_crc);
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out
-}
-
-/// Checks and splits a snapshot file's content; `path` names it in errors.
-pub fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), DiskError> {
-    let corrupt = |offset: usize, problem: &str| DiskError::Corrupt {
-        path: path.to_owned(),
-        offset: offset as u64,
-        problem: problem.to_owned(),
-    };
-    if bytes.len() < SNAPSHOT_MAGIC.len() || &bytes[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
-        return Err(corrupt(0, "not an openraft-memory snapshot (bad magic)"));
-    }
-    let mut at = SNAPSHOT_MAGIC.len();
-    let mut next = |what: &str| -> Result<&[u8], DiskError> {
-        match read_frame(&bytes[at..]) {
-            Read::Frame(p) => {
-                let start = at;
-                at += FRAME_HEADER + p.len();
-                Ok(&bytes[start + FRAME_HEADER..at])
-            }
-            Read::Short => Err(corrupt(at, &format!("the {what} is cut short"))),
-            Read::BadCrc => Err(corrupt(at, &format!("the {what} fails its checksum"))),
-        }
-    };
-    let header = next("header")?;
-    let header = storage::SnapshotFileHeader::decode(header)
-        .map_err(|e| corrupt(SNAPSHOT_MAGIC.len(), &format!("undecodable header: {e}")))?;
-    let meta = header
-        .meta
-        .ok_or_else(|| corrupt(SNAPSHOT_MAGIC.len(), "the header has no meta"))
-        .and_then(|m| SnapshotMeta::try_from(m).map_err(|e| corrupt(SNAPSHOT_MAGIC.len(), &e.to_string())))?;
-    let data = next("record data")?.to_vec();
-    Ok((meta, data))
-}
-
-/// Writes the current snapshot atomically.
-pub fn write_snapshot(path: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), DiskError> {
-    write_atomically(path, &encode_snapshot(meta, data))
-}
-
-/// Reads the current snapshot, if there is one.
-pub fn read_snapshot(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, DiskError> {
-    match fs::read(path) {
-        Ok(bytes) => decode_snapshot(path, &bytes).map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(path)(e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,46 +429,5 @@ mod tests {
         fs::write(&path, b"hello, world").expect("write");
         let e = replay_journal(&path).expect_err("foreign").to_string();
         assert!(e.contains("bad magic"), "{e}");
-    }
-
-    #[test]
-    fn snapshot_files_round_trip_and_damage_is_named() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("snapshot");
-        assert!(read_snapshot(&path).expect("none yet").is_none());
-        let meta = SnapshotMeta {
-            last_log_id: None,
-            last_membership: Default::default(),
-            snapshot_id: "s-1".into(),
-        };
-        write_snapshot(&path, &meta, b"records").expect("write");
-        let (back, data) = read_snapshot(&path).expect("read").expect("some");
-        assert_eq!(
-            (back.snapshot_id.as_str(), data.as_slice()),
-            ("s-1", &b"records"[..])
-        );
-        let mut bytes = fs::read(&path).expect("read");
-        let n = bytes.len();
-        bytes[n - 2] ^= 1;
-        fs::write(&path, &bytes).expect("write");
-        let e = read_snapshot(&path).expect_err("damaged").to_string();
-        assert!(e.contains("snapshot") && e.contains("checksum"), "{e}");
-        bytes.truncate(n - 3);
-        fs::write(&path, &bytes).expect("write");
-        let e = read_snapshot(&path).expect_err("short").to_string();
-        assert!(e.contains("cut short"), "{e}");
-    }
-
-    #[test]
-    fn a_data_dir_is_locked_and_keeps_its_node_id() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = DataDir::open(dir.path()).expect("open");
-        let e = DataDir::open(dir.path()).expect_err("locked").to_string();
-        assert!(e.contains("in use by another process"), "{e}");
-        assert_eq!(first.node_id(|| 42).expect("id"), (42, true));
-        assert_eq!(first.node_id(|| 7).expect("id"), (42, false));
-        drop(first);
-        let again = DataDir::open(dir.path()).expect("lock released with the process");
-        assert_eq!(again.node_id(|| 7).expect("id"), (42, false));
     }
 }
