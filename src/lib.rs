@@ -1,27 +1,22 @@
 //! openraft-memory: a Raft-replicated store of student records.
 //!
 //! # Layout
-//! - [`model`]: the record, the commands that change it, their outcomes, and validation.
-//! - [`pb`]: generated protobuf types (client and peer protocols) and their conversions to
-//!   the Raft and model types.
-//! - [`store`]: OpenRaft storage: the in-memory log and the state machine with snapshots.
-//! - [`network`]: the peer transport: the gRPC client OpenRaft replicates through, and the
-//!   peer gRPC service that receives Raft RPCs, forwarded writes, reads and joins.
-//! - [`node`]: one running member: the Raft handle plus what the APIs need (write with
-//!   forwarding, linearizable reads, cluster status, readiness).
-//! - [`cluster`]: cluster formation and upkeep: bootstrap, join, stale-member removal and
-//!   leadership transfer on shutdown.
-//! - [`api`]: the client edges: REST (axum) and gRPC (tonic) with their error mapping.
-//! - [`config`]: layered, validated settings.
-//! - [`discovery`]: static or DNS (SRV) peer discovery, and host resolution for peer
-//!   connections.
-//! - [`quorum`]: majority arithmetic over joint voter configurations.
-//! - [`lease`]: the leader lease's bookkeeping (who accepted this leader when).
+//! The layers, each using only those above it in this list (`tests/layers.rs` checks it;
+//! ARCHITECTURE.md explains each):
+//! - [`model`], [`quorum`]: the record and its commands; majority arithmetic.
+//! - [`config`], [`pb`], [`lease`]: settings; the protobuf types and wire headers; the
+//!   leader lease's bookkeeping.
+//! - [`store`], [`discovery`], [`telemetry`]: OpenRaft storage (memory or disk); peer
+//!   discovery and name resolution; logging and tracing.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`telemetry`]: logging and tracing set-up.
-//! - [`probe`]: the `probe` subcommand, a health check for images without curl.
-//! - [`bench`]: the `bench` subcommand, a load driver with latency percentiles.
+//! - [`network`]: outbound peer calls: the transport OpenRaft replicates through and the
+//!   typed client of the node's own peer calls.
+//! - [`node`]: one running member: writes (batched, routed to the leader), linearizable
+//!   reads, membership, readiness.
+//! - [`cluster`]: formation and upkeep: bootstrap, join, stale-member removal, hand-over.
+//! - [`api`]: the inbound edges: REST, client gRPC, the peer service.
 //! - [`server`]: builds everything, binds the listeners and runs until shutdown.
+//! - [`bench`], [`probe`]: the `bench` and `probe` subcommands.
 
 pub mod api;
 pub mod bench;

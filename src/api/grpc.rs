@@ -1,7 +1,7 @@
 //! The client gRPC API: `openraft_memory.v1.StudentService`. Health (`grpc.health.v1`) and
 //! reflection are served beside it by [`crate::server`].
 
-use std::time::Instant;
+use std::future::Future;
 
 use tonic::{Request, Response, Status};
 
@@ -24,18 +24,21 @@ impl StudentGrpc {
         StudentGrpc { node }
     }
 
-    fn observe<T>(&self, method: &str, started: Instant, result: &Result<T, Status>) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(s) => s.code(),
-        };
+    /// Runs one call's body, timed and counted by method and status code. The timer is a
+    /// drop guard, so a call whose client went away is still timed.
+    async fn measured<T>(
+        &self,
+        method: &'static str,
+        body: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, Status> {
         let m = self.node.metrics();
+        let _timer = m.grpc_request_duration.with_label_values(&[method]).start_timer();
+        let result = body.await.map_err(Status::from);
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
         m.grpc_requests_total
             .with_label_values(&[method, code_name(code)])
             .inc();
-        m.grpc_request_duration
-            .with_label_values(&[method])
-            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn write(&self, cmd: Command) -> Result<Option<Student>, ApiError> {
@@ -94,8 +97,7 @@ impl StudentService for StudentGrpc {
         &self,
         request: Request<client::CreateStudentRequest>,
     ) -> Result<Response<client::Student>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("CreateStudent", async {
             let s = required(request.into_inner().student)?;
             let student = Student::validated(s.id, &s.name, s.score)?;
             let created = self
@@ -103,11 +105,8 @@ impl StudentService for StudentGrpc {
                 .await?
                 .ok_or_else(|| internal("create"))?;
             Ok::<_, ApiError>(Response::new(created.into()))
-        }
+        })
         .await
-        .map_err(Status::from);
-        self.observe("CreateStudent", started, &result);
-        result
     }
 
     #[tracing::instrument(skip_all)]
@@ -115,8 +114,7 @@ impl StudentService for StudentGrpc {
         &self,
         request: Request<client::GetStudentRequest>,
     ) -> Result<Response<client::Student>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("GetStudent", async {
             let req = request.into_inner();
             let id = validate_id(req.id)?;
             let student = self
@@ -125,11 +123,8 @@ impl StudentService for StudentGrpc {
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("no student with id {id}")))?;
             Ok::<_, ApiError>(Response::new(student.into()))
-        }
+        })
         .await
-        .map_err(Status::from);
-        self.observe("GetStudent", started, &result);
-        result
     }
 
     #[tracing::instrument(skip_all)]
@@ -137,8 +132,7 @@ impl StudentService for StudentGrpc {
         &self,
         request: Request<client::UpdateStudentRequest>,
     ) -> Result<Response<client::Student>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("UpdateStudent", async {
             let s = required(request.into_inner().student)?;
             let student = Student::validated(s.id, &s.name, s.score)?;
             let updated = self
@@ -146,11 +140,8 @@ impl StudentService for StudentGrpc {
                 .await?
                 .ok_or_else(|| internal("update"))?;
             Ok::<_, ApiError>(Response::new(updated.into()))
-        }
+        })
         .await
-        .map_err(Status::from);
-        self.observe("UpdateStudent", started, &result);
-        result
     }
 
     #[tracing::instrument(skip_all)]
@@ -158,16 +149,12 @@ impl StudentService for StudentGrpc {
         &self,
         request: Request<client::DeleteStudentRequest>,
     ) -> Result<Response<client::DeleteStudentResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("DeleteStudent", async {
             let id = validate_id(request.into_inner().id)?;
             self.write(Command::Delete(id)).await?;
             Ok::<_, ApiError>(Response::new(client::DeleteStudentResponse {}))
-        }
+        })
         .await
-        .map_err(Status::from);
-        self.observe("DeleteStudent", started, &result);
-        result
     }
 
     #[tracing::instrument(skip_all)]
@@ -175,8 +162,7 @@ impl StudentService for StudentGrpc {
         &self,
         request: Request<client::ListStudentsRequest>,
     ) -> Result<Response<client::ListStudentsResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
+        self.measured("ListStudents", async {
             let req = request.into_inner();
             let limit = match req.page_size {
                 0 => DEFAULT_PAGE_SIZE,
@@ -209,10 +195,7 @@ impl StudentService for StudentGrpc {
                 students: students.into_iter().map(Into::into).collect(),
                 next_page_token,
             }))
-        }
+        })
         .await
-        .map_err(Status::from);
-        self.observe("ListStudents", started, &result);
-        result
     }
 }

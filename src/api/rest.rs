@@ -1,8 +1,6 @@
 //! The REST API (axum): student CRUD and list, cluster status and membership, health and
 //! metrics. Bodies are JSON with unknown fields rejected; errors are problem+json.
 
-use std::time::Instant;
-
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -41,11 +39,16 @@ pub fn router(node: RaftNode) -> Router {
 
 /// Records request metrics by route template and bounds the handling time.
 async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
     // Cheap clones (a standard method is inline, a matched path is shared): no allocation.
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let m = node.metrics();
+    // A drop guard: a request whose client went away is still timed.
+    let _timer = m
+        .http_request_duration
+        .with_label_values(&[method.as_str(), route])
+        .start_timer();
     let timeout = node.settings().http.request_timeout;
     let resp = match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(r) => r,
@@ -54,13 +57,9 @@ async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Resp
         )))
         .into_response(),
     };
-    let m = node.metrics();
     m.http_requests_total
         .with_label_values(&[method.as_str(), route, resp.status().as_str()])
         .inc();
-    m.http_request_duration
-        .with_label_values(&[method.as_str(), route])
-        .observe(started.elapsed().as_secs_f64());
     resp
 }
 

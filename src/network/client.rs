@@ -164,20 +164,19 @@ impl PeerConnection {
     where
         F: Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, fut).await {
+        let _timer = self
+            .clients
+            .metrics()
+            .peer_rpc_duration
+            .with_label_values(&[rpc, &self.member.name])
+            .start_timer();
+        match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{rpc} to {} timed out",
                 self.member
             ))),
-        };
-        self.clients
-            .metrics()
-            .peer_rpc_duration
-            .with_label_values(&[rpc, &self.member.name])
-            .observe(started.elapsed().as_secs_f64());
-        result
+        }
     }
 
     fn decode_err<E: std::error::Error>(

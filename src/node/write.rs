@@ -169,13 +169,10 @@ impl RaftNode {
             // Let the caller retry elsewhere instead of racing our own leadership transfer.
             return Err(NodeError::NotLeader { leader: None });
         }
-        let started = Instant::now();
-        let remaining = deadline.saturating_duration_since(started);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let timer = self.inner.metrics.raft_client_write_duration.start_timer();
         let res = tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await;
-        self.inner
-            .metrics
-            .raft_client_write_duration
-            .observe(started.elapsed().as_secs_f64());
+        drop(timer);
         match res {
             Err(_) => Err(NodeError::Timeout(format!(
                 "the write was not committed within {:?}; it may or may not be applied (no quorum?)",

@@ -6,14 +6,17 @@
 //! Both live in memory. In disk mode ([`disk`]) the log store also journals every change
 //! to `DIR/raft-log` (acknowledging appends only once synced) and the state machine writes
 //! every snapshot to `DIR/snapshot`; a restart reloads the snapshot and the journal, and
-//! OpenRaft re-applies the committed entries after the snapshot.
+//! OpenRaft re-applies the committed entries after the snapshot. [`backup`] is the backup
+//! file format, which is the snapshot file's.
 
+mod backup;
 pub mod disk;
 mod log_store;
 mod state_machine;
 
+pub use backup::{Backup, read_backup};
 pub use log_store::LogStore;
-pub use state_machine::{StateMachineData, StateMachineStore, read_backup};
+pub use state_machine::{StateMachineData, StateMachineStore};
 
 #[cfg(test)]
 mod conformance {

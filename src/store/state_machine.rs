@@ -11,11 +11,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
-use prost::Message;
 
+use super::backup::{Backup, backup_meta, decode_students, encode_record, encode_students};
 use super::disk::{self, DiskError};
 use crate::model::{Command, CommandResult, Student};
-use crate::pb::peer;
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// The records by id.
@@ -223,91 +222,11 @@ impl StateMachineStore {
     }
 }
 
-/// The meta a backup of `data` carries.
-fn backup_meta(data: &StateMachineData) -> SnapshotMeta {
-    SnapshotMeta {
-        last_log_id: data.last_applied,
-        last_membership: data.last_membership.clone(),
-        snapshot_id: "backup".into(),
-    }
-}
-
-/// A backup being written out: see [`StateMachineStore::backup`].
-pub struct Backup {
-    /// Bytes before the records: magic, header frame, the records frame's header.
-    prefix: Vec<u8>,
-    /// The records as of the copy.
-    students: Students,
-    /// Total length in bytes.
-    pub len: u64,
-    /// The log index the backup reflects.
-    pub index: u64,
-}
-
-impl Backup {
-    /// How many records the backup holds.
-    pub fn records(&self) -> usize {
-        self.students.len()
-    }
-
-    /// The backup's bytes, in pieces of about `chunk` bytes (one record may overshoot).
-    pub fn chunks(self, chunk: usize) -> impl Iterator<Item = Vec<u8>> + Send {
-        let mut records = self.students.into_iter().map(|(_, s)| s).peekable();
-        std::iter::once(self.prefix).chain(std::iter::from_fn(move || {
-            records.peek()?;
-            let mut out = Vec::with_capacity(chunk + 64);
-            while out.len() < chunk
-                && let Some(s) = records.next()
-            {
-                encode_record(&s, &mut out);
-            }
-            Some(out)
-        }))
-    }
-}
-
-/// Appends one record as it appears inside an encoded `StateSnapshot` (field 1, repeated):
-/// the message's encoding is these pieces back to back.
-fn encode_record(s: &Student, out: &mut Vec<u8>) {
-    prost::encoding::message::encode(1, &crate::pb::client::Student::from(s.clone()), out);
-}
-
 /// Runs CPU-heavy work (encoding or decoding a whole snapshot) on the blocking pool.
 async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| std::io::Error::other(format!("snapshot worker failed: {e}")))
-}
-
-fn encode_students(students: &Students) -> Vec<u8> {
-    let msg = peer::StateSnapshot {
-        students: students.values().cloned().map(Into::into).collect(),
-    };
-    msg.encode_to_vec()
-}
-
-fn decode_students(bytes: &[u8]) -> Result<Students, prost::DecodeError> {
-    let msg = peer::StateSnapshot::decode(bytes)?;
-    Ok(msg
-        .students
-        .into_iter()
-        .map(|s| (s.id, Student::from(s)))
-        .collect())
-}
-
-/// Reads and checks a backup (a snapshot file from `GET /cluster/snapshot`): its records in
-/// id order.
-pub fn read_backup(path: &std::path::Path) -> Result<Vec<Student>, DiskError> {
-    let (_, bytes) = disk::read_snapshot(path)?.ok_or_else(|| DiskError::Io {
-        path: path.to_owned(),
-        source: std::io::Error::from(std::io::ErrorKind::NotFound),
-    })?;
-    let students = decode_students(&bytes).map_err(|e| DiskError::Corrupt {
-        path: path.to_owned(),
-        offset: 0,
-        problem: format!("undecodable records: {e}"),
-    })?;
-    Ok(students.into_iter().map(|(_, s)| s).collect())
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -432,6 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::read_backup;
 
     fn student(id: i64) -> Student {
         Student {

@@ -13,10 +13,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
+use crate::metrics::{samples, value};
 use crate::util::{
     Cluster, GRPC_PORT, HTTP_PORT, Node, RAFT_PORT, client as http, fresh_ip, json_student, wait_for,
 };
-use crate::{samples, value};
 
 /// Every record a node holds, as (id, the whole record), in id order.
 async fn records(node: &Node) -> Vec<(i64, Value)> {

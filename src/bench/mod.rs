@@ -12,23 +12,19 @@
 //! `wrk -cN` does); gRPC over one HTTP/2 channel per worker. Latencies go into HDR
 //! histograms (microsecond resolution), merged at the end.
 
+mod ops;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::net::TcpStream;
 
-use crate::pb::client as pb;
-use crate::pb::client::student_service_client::StudentServiceClient;
+use ops::{Conn, Op, OpSource};
 
 /// What the driver sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -181,172 +177,6 @@ impl Report {
             let _ = writeln!(s, "  error {reason}: {n}");
         }
         s
-    }
-}
-
-/// One request to send.
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    Create(i64),
-    Update(i64),
-    Get(i64),
-}
-
-/// Draws the next operation for a worker.
-#[derive(Debug, Clone, Copy)]
-struct OpSource {
-    workload: Workload,
-    /// First id of this run's id space: fresh creates count up from here per worker.
-    base: i64,
-    worker: i64,
-    seq: i64,
-    records: i64,
-    read_percent: u8,
-}
-
-/// Ids per worker for fresh creates: far more than any run sends.
-const IDS_PER_WORKER: i64 = 1 << 32;
-
-impl OpSource {
-    fn next<R: Rng>(&mut self, rng: &mut R) -> Op {
-        let (base, records) = (self.base, self.records.max(1));
-        let existing = |rng: &mut R| base + rng.random_range(0..records);
-        match self.workload {
-            Workload::Create => {
-                self.seq += 1;
-                // Pre-created records take the first block; worker w creates in block w+1.
-                Op::Create(self.base + (self.worker + 1) * IDS_PER_WORKER + self.seq)
-            }
-            Workload::Update => Op::Update(existing(rng)),
-            Workload::Get => Op::Get(existing(rng)),
-            Workload::Mixed if rng.random_range(0..100u8) < self.read_percent => Op::Get(existing(rng)),
-            Workload::Mixed => Op::Update(existing(rng)),
-        }
-    }
-}
-
-/// A connection to one node, over the chosen API.
-enum Conn {
-    Rest {
-        host: String,
-        sender: http1::SendRequest<Full<Bytes>>,
-    },
-    Grpc(StudentServiceClient<tonic::transport::Channel>),
-}
-
-impl Conn {
-    async fn open(protocol: Protocol, target: &str) -> Result<Conn, String> {
-        match protocol {
-            Protocol::Rest => {
-                let stream = TcpStream::connect(target)
-                    .await
-                    .map_err(|e| format!("connect {target}: {e}"))?;
-                let _ = stream.set_nodelay(true);
-                let (sender, conn) = http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| format!("handshake {target}: {e}"))?;
-                tokio::spawn(conn);
-                Ok(Conn::Rest {
-                    host: target.to_owned(),
-                    sender,
-                })
-            }
-            Protocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
-                    .map_err(|e| format!("bad target {target}: {e}"))?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-                    .map_err(|e| format!("connect {target}: {e}"))?;
-                Ok(Conn::Grpc(StudentServiceClient::new(channel)))
-            }
-        }
-    }
-
-    /// Sends one request; `Err` carries the failure reason used as the error bucket.
-    async fn send(&mut self, op: Op, local_reads: bool) -> Result<(), String> {
-        match self {
-            Conn::Rest { host, sender } => {
-                let (method, path, body) = match op {
-                    Op::Create(id) => (
-                        "POST",
-                        "/students".to_owned(),
-                        format!(r#"{{"id":{id},"name":"bench {id}","score":42.5}}"#),
-                    ),
-                    Op::Update(id) => (
-                        "PUT",
-                        format!("/students/{id}"),
-                        format!(r#"{{"name":"bench {id}","score":17.25}}"#),
-                    ),
-                    Op::Get(id) if local_reads => {
-                        ("GET", format!("/students/{id}?consistency=local"), String::new())
-                    }
-                    Op::Get(id) => ("GET", format!("/students/{id}"), String::new()),
-                };
-                let mut req = http::Request::builder()
-                    .method(method)
-                    .uri(path)
-                    .header(http::header::HOST, host.as_str());
-                if !body.is_empty() {
-                    req = req.header(http::header::CONTENT_TYPE, "application/json");
-                }
-                let req = req
-                    .body(Full::new(Bytes::from(body)))
-                    .map_err(|e| format!("request: {e}"))?;
-                sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-                let resp = sender
-                    .send_request(req)
-                    .await
-                    .map_err(|e| format!("transport: {e}"))?;
-                let status = resp.status();
-                // Read the whole body so the connection can carry the next request.
-                resp.into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("body: {e}"))?;
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP {}", status.as_u16()))
-                }
-            }
-            Conn::Grpc(client) => {
-                let student = |id: i64, score: f32| pb::Student {
-                    id,
-                    name: format!("bench {id}"),
-                    score,
-                };
-                let r = match op {
-                    Op::Create(id) => client
-                        .create_student(pb::CreateStudentRequest {
-                            student: Some(student(id, 42.5)),
-                        })
-                        .await
-                        .map(drop),
-                    Op::Update(id) => client
-                        .update_student(pb::UpdateStudentRequest {
-                            student: Some(student(id, 17.25)),
-                        })
-                        .await
-                        .map(drop),
-                    Op::Get(id) => {
-                        let consistency = if local_reads {
-                            pb::Consistency::Local
-                        } else {
-                            pb::Consistency::Linearizable
-                        };
-                        client
-                            .get_student(pb::GetStudentRequest {
-                                id,
-                                consistency: consistency as i32,
-                            })
-                            .await
-                            .map(drop)
-                    }
-                };
-                r.map_err(|s| format!("gRPC {:?}", s.code()))
-            }
-        }
     }
 }
 
@@ -576,53 +406,6 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn creates_use_disjoint_id_blocks_per_worker() {
-        let mut rng = rand::rng();
-        let mut a = OpSource {
-            workload: Workload::Create,
-            base: 1 << 40,
-            worker: 0,
-            seq: 0,
-            records: 10,
-            read_percent: 0,
-        };
-        let mut b = OpSource { worker: 1, ..a };
-        let ids = |s: &mut OpSource, rng: &mut rand::rngs::ThreadRng| -> Vec<i64> {
-            (0..100)
-                .map(|_| match s.next(rng) {
-                    Op::Create(id) => id,
-                    other => panic!("unexpected {other:?}"),
-                })
-                .collect()
-        };
-        let (ia, ib) = (ids(&mut a, &mut rng), ids(&mut b, &mut rng));
-        assert!(ia.iter().all(|id| !ib.contains(id)));
-        // None of them hits the pre-created block.
-        assert!(ia.iter().chain(&ib).all(|id| *id >= (1 << 40) + IDS_PER_WORKER));
-    }
-
-    #[test]
-    fn mixed_respects_the_read_share_and_stays_in_the_precreated_range() {
-        let mut rng = rand::rng();
-        let mut s = OpSource {
-            workload: Workload::Mixed,
-            base: 1000,
-            worker: 3,
-            seq: 0,
-            records: 50,
-            read_percent: 100,
-        };
-        for _ in 0..200 {
-            match s.next(&mut rng) {
-                Op::Get(id) => assert!((1000..1050).contains(&id)),
-                other => panic!("all reads expected, got {other:?}"),
-            }
-        }
-        s.read_percent = 0;
-        assert!((0..200).all(|_| matches!(s.next(&mut rng), Op::Update(_))));
-    }
 
     #[test]
     fn a_request_budget_is_shared_exactly() {

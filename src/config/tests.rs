@@ -1,0 +1,193 @@
+//! The settings: defaults, layering, derived values and validation messages.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_are_a_single_local_node() {
+    let s = Settings::load(Sources::default()).expect("defaults load");
+    assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.grpc.addr.to_string(), "127.0.0.1:50051");
+    assert!(s.cluster.peers.is_empty());
+    assert!(!s.node.name.is_empty());
+    assert_eq!(s.advertise_addr(), "127.0.0.1:50052");
+    s.openraft_config().expect("valid raft config");
+}
+
+#[test]
+fn layers_apply_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[http]\naddr = \"127.0.0.1:9000\"\n[grpc]\naddr = \"127.0.0.1:9001\"\n",
+    )
+    .expect("write");
+    let s = Settings::load(Sources {
+        file: Some(file),
+        env: env(&[
+            ("OPENRAFT_MEMORY__GRPC__ADDR", "127.0.0.1:9101"),
+            ("OPENRAFT_MEMORY__CLUSTER__PEERS", "a-1:1,b-2:2"),
+            ("OPENRAFT_MEMORY__RAFT__HEARTBEAT_INTERVAL", "50ms"),
+            ("POD_NAME", "db-2"),
+        ]),
+        overrides: vec![("grpc.addr", "127.0.0.1:9201".into())],
+    })
+    .expect("loads");
+    assert_eq!(s.http.addr.to_string(), "127.0.0.1:9000");
+    assert_eq!(s.grpc.addr.to_string(), "127.0.0.1:9201");
+    assert_eq!(s.cluster.peers, vec!["a-1:1", "b-2:2"]);
+    assert_eq!(s.raft.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(s.node.name, "db-2");
+}
+
+#[test]
+fn dns_discovery_advertises_the_pod_name_under_the_service() {
+    let s = Settings::load(Sources {
+        env: env(&[
+            ("POD_NAME", "db-1"),
+            ("OPENRAFT_MEMORY__DISCOVERY__MODE", "dns"),
+            ("OPENRAFT_MEMORY__DISCOVERY__DNS_NAME", "db.ns.svc.cluster.local"),
+            ("OPENRAFT_MEMORY__DISCOVERY__DNS_SERVER", "127.0.0.1:5353"),
+        ]),
+        ..Default::default()
+    })
+    .expect("loads");
+    assert_eq!(s.advertise_addr(), "db-1.db.ns.svc.cluster.local:50052");
+    assert_eq!(
+        s.discovery.dns_server,
+        Some("127.0.0.1:5353".parse().expect("addr"))
+    );
+    let err = Settings::load(Sources {
+        env: env(&[("POD_NAME", "db-1"), ("OPENRAFT_MEMORY__DISCOVERY__MODE", "dns")]),
+        ..Default::default()
+    })
+    .expect_err("dns without a name");
+    assert!(err.to_string().contains("discovery.dns_name"), "{err}");
+    let err = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__DISCOVERY__DNS_SERVER", "nope")]),
+        ..Default::default()
+    })
+    .expect_err("bad server");
+    assert!(err.to_string().contains("dns_server"), "{err}");
+}
+
+#[test]
+fn write_batching_limits_default_by_storage_mode_and_refuse_zero_batches() {
+    let s = Settings::load(Sources::default()).expect("defaults load");
+    assert_eq!((s.raft.max_batch_writes, s.raft.max_in_flight_batches), (256, 4));
+    let disk = Settings::load(Sources {
+        env: env(&[
+            ("OPENRAFT_MEMORY__STORAGE__MODE", "disk"),
+            ("OPENRAFT_MEMORY__STORAGE__DATA_DIR", "/tmp/x"),
+        ]),
+        ..Default::default()
+    })
+    .expect("disk loads");
+    assert_eq!(disk.raft.max_in_flight_batches, 2);
+    let set = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__RAFT__MAX_IN_FLIGHT_BATCHES", "7")]),
+        ..Default::default()
+    })
+    .expect("explicit value loads");
+    assert_eq!(set.raft.max_in_flight_batches, 7);
+    let err = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__RAFT__MAX_BATCH_WRITES", "0")]),
+        ..Default::default()
+    })
+    .expect_err("zero is refused");
+    assert!(err.to_string().contains("raft.max_batch_writes"), "{err}");
+}
+
+#[test]
+fn worker_threads_default_to_the_cpus_and_refuse_absurd_counts() {
+    let s = Settings::load(Sources::default()).expect("defaults load");
+    assert_eq!(s.runtime.worker_threads, 0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(s.runtime.threads(), cpus);
+    let one = Settings::load(Sources {
+        overrides: vec![("runtime.worker_threads", "1".into())],
+        ..Default::default()
+    })
+    .expect("an explicit count loads");
+    assert_eq!(one.runtime.threads(), 1);
+    let err = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__RUNTIME__WORKER_THREADS", "5000")]),
+        ..Default::default()
+    })
+    .expect_err("too many threads");
+    assert!(err.to_string().contains("runtime.worker_threads"), "{err}");
+    let err = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__RUNTIME__WORKER_THREADS", "many")]),
+        ..Default::default()
+    })
+    .expect_err("not a number");
+    assert!(err.to_string().contains("worker_threads"), "{err}");
+}
+
+/// The config the Helm chart renders (committed in deploy/kubernetes) must load.
+#[test]
+fn the_helm_charts_config_loads() {
+    let rendered = include_str!("../../deploy/kubernetes/openraft-memory.yaml");
+    let toml: String = rendered
+        .lines()
+        .skip_while(|l| !l.contains("config.toml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", &l[4..]))
+        .collect();
+    assert!(toml.contains("[discovery]"), "found the ConfigMap: {toml}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, toml).expect("write");
+    let s = Settings::load(Sources {
+        file: Some(file),
+        env: env(&[("POD_NAME", "openraft-memory-1")]),
+        ..Default::default()
+    })
+    .expect("the chart's config is valid");
+    assert_eq!(s.discovery.mode, DiscoveryMode::Dns);
+    assert_eq!(
+        s.advertise_addr(),
+        "openraft-memory-1.openraft-memory-headless.default.svc.cluster.local:50052"
+    );
+    assert_eq!(s.http.addr.to_string(), "0.0.0.0:8080");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    let err = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__HTTP__ADDR", "not-an-address")]),
+        ..Default::default()
+    })
+    .expect_err("must fail");
+    assert!(err.to_string().contains("http.addr"), "{err}");
+
+    let err = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX", "10ms")]),
+        ..Default::default()
+    })
+    .expect_err("must fail");
+    assert!(err.to_string().contains("raft.election_timeout_max"), "{err}");
+
+    let err = Settings::load(Sources {
+        overrides: vec![("cluster.peers", vec!["127.0.0.1:1".to_string()].into())],
+        env: env(&[("POD_NAME", "nameless")]),
+        ..Default::default()
+    })
+    .expect_err("must fail");
+    assert!(err.to_string().contains("node.name"), "{err}");
+
+    let err = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__HTTP__NO_SUCH_KEY", "1")]),
+        ..Default::default()
+    })
+    .expect_err("unknown keys are rejected");
+    assert!(err.to_string().contains("no_such_key"), "{err}");
+}
