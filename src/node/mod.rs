@@ -1,14 +1,16 @@
 //! One running member of the cluster: the Raft handle plus everything the edges (REST,
 //! client gRPC, the peer service) need, so the rules live in one place. Each concern has
-//! its own file: [`write`] (batching, local and forwarded writes), [`read`] (linearizable
+//! its own file: [`batch`] (the write batcher), [`write`] (local and forwarded writes), [`read`] (linearizable
 //! reads: leader lease, shared read rounds), [`membership`] (join and remove), [`health`]
 //! (readiness, status, `/cluster`), [`leader`] (finding the leader), [`error`].
 
+mod batch;
 mod error;
 mod health;
 mod leader;
 mod membership;
 mod read;
+mod rounds;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,9 +30,9 @@ pub use error::NodeError;
 pub use health::{ClusterInfo, Indexes, MemberInfo, NodeInfo, NodeStatus};
 pub use read::Consistency;
 
+use batch::Batcher;
 use health::LeaderContact;
-use read::ReadRounds;
-use write::Proposals;
+use rounds::Rounds;
 
 struct Inner {
     id: NodeId,
@@ -52,11 +54,11 @@ struct Inner {
     /// Serialises membership changes made by this node while it leads.
     membership_lock: tokio::sync::Mutex<()>,
     /// Client writes waiting to be proposed together.
-    proposals: Mutex<Proposals>,
+    batcher: Batcher,
     /// Leadership confirmations shared by concurrent readers (this node as leader).
-    leader_reads: ReadRounds,
+    leader_reads: Rounds<Option<u64>>,
     /// Read points shared by concurrent linearizable reads on this node.
-    barrier_reads: ReadRounds,
+    barrier_reads: Rounds<Option<u64>>,
 }
 
 /// A cheap-to-clone handle on this node.
@@ -79,6 +81,12 @@ impl RaftNode {
         settings: Arc<Settings>,
         metrics: Metrics,
     ) -> Self {
+        let round_sizes = metrics.read_index_rounds.clone();
+        let batcher = Batcher::new(
+            settings.raft.max_in_flight_batches,
+            settings.raft.max_batch_writes,
+            metrics.write_batch_size.clone(),
+        );
         RaftNode {
             inner: Arc::new(Inner {
                 id,
@@ -95,9 +103,9 @@ impl RaftNode {
                 shutting_down: AtomicBool::new(false),
                 restoring: Mutex::new(None),
                 membership_lock: tokio::sync::Mutex::new(()),
-                proposals: Mutex::default(),
-                leader_reads: ReadRounds::default(),
-                barrier_reads: ReadRounds::default(),
+                batcher,
+                leader_reads: Rounds::new(round_sizes.clone()),
+                barrier_reads: Rounds::new(round_sizes),
             }),
         }
     }

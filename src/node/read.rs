@@ -1,14 +1,13 @@
 //! Linearizable reads: a read point confirmed by the leader lease or a heartbeat round,
 //! shared by concurrent readers, then a wait until this node has applied it.
 
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use openraft::ServerState;
 use openraft::error::RaftError;
 
 use super::leader::{Target, route_to_leader};
-use super::{Inner, NodeError, RaftNode};
+use super::{NodeError, RaftNode};
 use crate::model::Student;
 
 /// How fresh a read must be.
@@ -24,75 +23,19 @@ pub enum Consistency {
 /// A read point: the commit index a linearizable read must wait for (None: empty log).
 pub(super) type ReadPoint = Result<Option<u64>, NodeError>;
 
-/// Concurrent readers share one read-index round instead of each paying for a quorum
-/// round trip. A reader joins the *next* round, never one already in flight: a round that
-/// started before the reader arrived could confirm a leadership (and a commit index) older
-/// than the reader's invocation, which would not be linearizable.
-#[derive(Default)]
-pub(super) struct ReadRounds {
-    state: Mutex<RoundsState>,
-}
-
-impl ReadRounds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RoundsState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[derive(Default)]
-pub(super) struct RoundsState {
-    running: bool,
-    waiting: Vec<tokio::sync::oneshot::Sender<ReadPoint>>,
-}
-
 impl RaftNode {
-    /// Runs `fetch` for this caller in a round shared with every caller that arrives while a
-    /// round is running (they all get the next round's answer). The round runs in its own
-    /// task, so a caller that goes away (client disconnect) does not strand the others.
-    async fn shared_round<F, Fut>(&self, rounds: fn(&Inner) -> &ReadRounds, fetch: F) -> ReadPoint
-    where
-        F: Fn(RaftNode) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ReadPoint> + Send + 'static,
-    {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut st = rounds(&self.inner).lock();
-            st.waiting.push(tx);
-            !std::mem::replace(&mut st.running, true)
-        };
-        if start {
-            let node = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    let batch = {
-                        let mut st = rounds(&node.inner).lock();
-                        if st.waiting.is_empty() {
-                            st.running = false;
-                            break;
-                        }
-                        std::mem::take(&mut st.waiting)
-                    };
-                    node.inner.metrics.read_index_rounds.observe(batch.len() as f64);
-                    let point = fetch(node.clone()).await;
-                    for waiter in batch {
-                        let _ = waiter.send(point.clone());
-                    }
-                }
-            });
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(NodeError::Internal("the shared read round was dropped".into())))
-    }
-
     /// A read point: once this node has applied up to the returned index, a local read is
     /// linearizable. Concurrent callers (local readers, followers' read-index requests)
     /// share one leadership confirmation.
     pub async fn read_index_local(&self) -> ReadPoint {
-        self.shared_round(
-            |i| &i.leader_reads,
-            |node| async move { node.confirm_leadership().await },
-        )
-        .await
+        let node = self.clone();
+        self.inner
+            .leader_reads
+            .join(move || {
+                let node = node.clone();
+                async move { node.confirm_leadership().await }
+            })
+            .await
     }
 
     /// One leadership confirmation with its read point: from the leader lease when it
@@ -159,11 +102,14 @@ impl RaftNode {
             self.inner.metrics.lease_confirmations.inc();
             return Ok(());
         }
+        let node = self.clone();
         let index = self
-            .shared_round(
-                |i| &i.barrier_reads,
-                |node| async move { node.fetch_read_point().await },
-            )
+            .inner
+            .barrier_reads
+            .join(move || {
+                let node = node.clone();
+                async move { node.fetch_read_point().await }
+            })
             .await?;
         let applied = self.inner.sm.read().last_applied.map(|l| l.index);
         if let Some(index) = index.filter(|i| applied < Some(*i)) {

@@ -1,0 +1,387 @@
+//! The write batcher: concurrent writes share one log entry while the in-flight slots are
+//! busy. While `max_in_flight` batches are being committed, new writes queue, and the next
+//! free slot proposes the whole queue (up to `max_batch` writes) as one
+//! [`Command::Batch`], one forwarded RPC on a follower. A lone write on an idle slot is
+//! proposed from the caller's own task at once, so batching costs latency only when the
+//! node is busy anyway. What "propose" means (here or on the leader) is the [`Propose`]
+//! implementation's business; the batcher is unit-tested with a gated fake.
+
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+
+use prometheus::Histogram;
+use tracing::Instrument;
+
+use super::NodeError;
+use crate::model::{Command, CommandResult};
+
+/// Whoever commits the batches: the node, or a test's fake.
+pub(super) trait Propose: Clone + Send + Sync + 'static {
+    /// The batcher this proposer feeds.
+    fn batcher(&self) -> &Batcher;
+    /// Commits one command (possibly a batch) and answers its outcome.
+    fn propose(&self, cmd: Command) -> impl Future<Output = Result<CommandResult, NodeError>> + Send;
+}
+
+/// A client write waiting for its batch.
+struct Waiting {
+    cmd: Command,
+    /// The request's span: a batch of one runs in it, so its trace continues to the leader.
+    span: tracing::Span,
+    done: tokio::sync::oneshot::Sender<Result<CommandResult, NodeError>>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Waiting>,
+    in_flight: usize,
+}
+
+/// The batcher's queue and in-flight slots.
+pub(super) struct Batcher {
+    state: Mutex<State>,
+    max_in_flight: usize,
+    max_batch: usize,
+    /// Observes the number of writes in each proposal.
+    sizes: Histogram,
+}
+
+impl Batcher {
+    /// An idle batcher (both limits are at least 1; settings validation guarantees it).
+    pub(super) fn new(max_in_flight: usize, max_batch: usize, sizes: Histogram) -> Self {
+        Batcher {
+            state: Mutex::default(),
+            max_in_flight: max_in_flight.max(1),
+            max_batch: max_batch.max(1),
+            sizes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where a client write goes: straight to the proposer from the caller's task, or into the queue.
+enum Route {
+    Inline(Command),
+    Queued(tokio::sync::oneshot::Receiver<Result<CommandResult, NodeError>>),
+}
+
+/// An in-flight slot taken by a lone write; released when the write ends or is dropped.
+struct Slot<'a, P: Propose>(&'a P);
+
+impl<P: Propose> Drop for Slot<'_, P> {
+    fn drop(&mut self) {
+        release(self.0);
+    }
+}
+
+/// Submits one client write and answers its own outcome, batched with others when busy.
+pub(super) async fn submit<P: Propose>(p: &P, cmd: Command) -> Result<CommandResult, NodeError> {
+    let b = p.batcher();
+    let route = {
+        let mut st = b.lock();
+        if st.queue.is_empty() && st.in_flight < b.max_in_flight {
+            // A lone write on an idle slot is proposed from the caller's own task: no batch
+            // task, no hand-back through a channel. Only this caller waits for it, so a
+            // client that goes away strands nobody; the slot is released either way.
+            st.in_flight += 1;
+            Route::Inline(cmd)
+        } else {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            st.queue.push(Waiting {
+                cmd,
+                span: tracing::Span::current(),
+                done,
+            });
+            Route::Queued(rx)
+        }
+    };
+    match route {
+        Route::Inline(cmd) => {
+            let _slot = Slot(p);
+            b.sizes.observe(1.0);
+            p.propose(cmd).await
+        }
+        Route::Queued(rx) => {
+            propose_queued(p);
+            rx.await
+                .unwrap_or_else(|_| Err(NodeError::Internal("the write's batch was dropped".into())))
+        }
+    }
+}
+
+/// Frees an in-flight slot and proposes whatever queued meanwhile.
+fn release<P: Propose>(p: &P) {
+    p.batcher().lock().in_flight -= 1;
+    propose_queued(p);
+}
+
+/// Starts a batch of queued writes if a slot is free.
+fn propose_queued<P: Propose>(p: &P) {
+    let b = p.batcher();
+    let batch: Vec<Waiting> = {
+        let mut st = b.lock();
+        if st.queue.is_empty() || st.in_flight >= b.max_in_flight {
+            return;
+        }
+        st.in_flight += 1;
+        let n = st.queue.len().min(b.max_batch);
+        st.queue.drain(..n).collect()
+    };
+    let p = p.clone();
+    // Its own task: a client that disconnects must not strand the others in its batch.
+    tokio::spawn(async move {
+        p.batcher().sizes.observe(batch.len() as f64);
+        let span = if batch.len() == 1 {
+            batch[0].span.clone()
+        } else {
+            tracing::info_span!("write_batch", writes = batch.len())
+        };
+        let (cmds, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().map(|w| (w.cmd, w.done)).unzip();
+        let n = cmds.len();
+        let combined = match <[Command; 1]>::try_from(cmds) {
+            Ok([one]) => one,
+            Err(many) => Command::Batch(many),
+        };
+        let outcomes = match p.propose(combined).instrument(span).await {
+            Ok(CommandResult::Batch(results)) if n > 1 && results.len() == n => Ok(results),
+            Ok(one) if n == 1 => Ok(vec![one]),
+            Ok(other) => Err(NodeError::Internal(format!(
+                "a batch of {n} writes produced {other:?}"
+            ))),
+            Err(e) => Err(e),
+        };
+        match outcomes {
+            Ok(results) => {
+                for (w, r) in waiters.into_iter().zip(results) {
+                    let _ = w.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                for w in waiters {
+                    let _ = w.send(Err(e.clone()));
+                }
+            }
+        }
+        release(&p);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use prometheus::HistogramOpts;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::model::Student;
+
+    /// Commits each proposal once the test releases it, applying every command as a
+    /// deletion of its id (or failing, when told to); records what it was asked.
+    #[derive(Clone)]
+    struct Gated {
+        batcher: Arc<Batcher>,
+        release: Arc<Semaphore>,
+        proposed: Arc<Mutex<Vec<Command>>>,
+        fail: bool,
+    }
+
+    impl Gated {
+        fn new(max_in_flight: usize, max_batch: usize) -> Self {
+            let sizes = Histogram::with_opts(HistogramOpts::new("batch_size", "test")).expect("histogram");
+            Gated {
+                batcher: Arc::new(Batcher::new(max_in_flight, max_batch, sizes)),
+                release: Arc::new(Semaphore::new(0)),
+                proposed: Arc::default(),
+                fail: false,
+            }
+        }
+
+        fn write(&self, id: i64) -> tokio::task::JoinHandle<Result<CommandResult, NodeError>> {
+            let p = self.clone();
+            tokio::spawn(async move { submit(&p, Command::Delete(id)).await })
+        }
+
+        fn proposed(&self) -> Vec<Command> {
+            self.proposed.lock().expect("test lock").clone()
+        }
+
+        async fn until(&self, what: &str, cond: impl Fn(&Self) -> bool) {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while !cond(self) {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+        }
+
+        fn queued(&self) -> usize {
+            self.batcher.lock().queue.len()
+        }
+    }
+
+    fn outcome(cmd: &Command) -> CommandResult {
+        match cmd {
+            Command::Delete(id) => CommandResult::Deleted(*id),
+            Command::Batch(cmds) => CommandResult::Batch(cmds.iter().map(outcome).collect()),
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    impl Propose for Gated {
+        fn batcher(&self) -> &Batcher {
+            &self.batcher
+        }
+
+        async fn propose(&self, cmd: Command) -> Result<CommandResult, NodeError> {
+            self.proposed.lock().expect("test lock").push(cmd.clone());
+            self.release.acquire().await.expect("open").forget();
+            if self.fail {
+                return Err(NodeError::Timeout("no quorum".into()));
+            }
+            Ok(outcome(&cmd))
+        }
+    }
+
+    async fn result(
+        h: tokio::task::JoinHandle<Result<CommandResult, NodeError>>,
+    ) -> Result<CommandResult, NodeError> {
+        h.await.expect("writer task")
+    }
+
+    #[tokio::test]
+    async fn a_lone_write_is_proposed_alone_and_unwrapped() {
+        let p = Gated::new(2, 10);
+        p.release.add_permits(1);
+        assert_eq!(result(p.write(1)).await.ok(), Some(CommandResult::Deleted(1)));
+        assert_eq!(p.proposed(), vec![Command::Delete(1)]);
+    }
+
+    #[tokio::test]
+    async fn writes_that_queue_behind_busy_slots_share_one_entry_and_get_their_own_outcome() {
+        let p = Gated::new(1, 10);
+        let first = p.write(1);
+        p.until("the first write is proposed", |p| p.proposed().len() == 1)
+            .await;
+        let queued: Vec<_> = (2..=4).map(|id| p.write(id)).collect();
+        p.until("three writes queue", |p| p.queued() == 3).await;
+        p.release.add_permits(2);
+        assert_eq!(result(first).await.ok(), Some(CommandResult::Deleted(1)));
+        for (id, w) in (2..=4).zip(queued) {
+            assert_eq!(
+                result(w).await.ok(),
+                Some(CommandResult::Deleted(id)),
+                "write {id}"
+            );
+        }
+        let batch = Command::Batch(vec![Command::Delete(2), Command::Delete(3), Command::Delete(4)]);
+        assert_eq!(p.proposed(), vec![Command::Delete(1), batch]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_at_most_max_batch_writes() {
+        let p = Gated::new(1, 2);
+        let first = p.write(1);
+        p.until("the first write is proposed", |p| p.proposed().len() == 1)
+            .await;
+        let queued: Vec<_> = (2..=4).map(|id| p.write(id)).collect();
+        p.until("three writes queue", |p| p.queued() == 3).await;
+        p.release.add_permits(3);
+        result(first).await.ok();
+        for w in queued {
+            assert!(result(w).await.is_ok());
+        }
+        let sizes: Vec<usize> = p
+            .proposed()
+            .iter()
+            .map(|c| match c {
+                Command::Batch(b) => b.len(),
+                _ => 1,
+            })
+            .collect();
+        assert_eq!(sizes, vec![1, 2, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_of_its_writes() {
+        let mut p = Gated::new(1, 10);
+        p.fail = true;
+        let first = p.write(1);
+        p.until("the first write is proposed", |p| p.proposed().len() == 1)
+            .await;
+        let queued: Vec<_> = (2..=3).map(|id| p.write(id)).collect();
+        p.until("two writes queue", |p| p.queued() == 2).await;
+        p.release.add_permits(2);
+        assert!(matches!(result(first).await, Err(NodeError::Timeout(_))));
+        for w in queued {
+            assert!(matches!(result(w).await, Err(NodeError::Timeout(_))));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_writer_that_goes_away_gives_its_slot_back() {
+        let p = Gated::new(1, 10);
+        let abandoned = p.write(1);
+        p.until("the write is proposed", |p| p.proposed().len() == 1)
+            .await;
+        let queued = p.write(2);
+        p.until("the next write queues", |p| p.queued() == 1).await;
+        abandoned.abort();
+        // The slot came back with the dropped write, and the queued one was proposed.
+        p.until("the queued write is proposed", |p| p.proposed().len() == 2)
+            .await;
+        p.release.add_permits(1);
+        assert_eq!(result(queued).await.ok(), Some(CommandResult::Deleted(2)));
+        assert_eq!(p.batcher.lock().in_flight, 0, "every slot is free again");
+    }
+
+    #[tokio::test]
+    async fn a_batch_answer_of_the_wrong_shape_is_an_internal_error_not_a_mixup() {
+        #[derive(Clone)]
+        struct Short(Arc<Batcher>, Arc<Semaphore>);
+        impl Propose for Short {
+            fn batcher(&self) -> &Batcher {
+                &self.0
+            }
+            async fn propose(&self, _cmd: Command) -> Result<CommandResult, NodeError> {
+                self.1.acquire().await.expect("open").forget();
+                Ok(CommandResult::Batch(vec![CommandResult::Created(Student {
+                    id: 1,
+                    name: "a".into(),
+                    score: 1.0,
+                })]))
+            }
+        }
+        let sizes = Histogram::with_opts(HistogramOpts::new("batch_size", "test")).expect("histogram");
+        let p = Short(Arc::new(Batcher::new(1, 10, sizes)), Arc::new(Semaphore::new(0)));
+        let p2 = p.clone();
+        let first = tokio::spawn(async move { submit(&p2, Command::Delete(1)).await });
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while p.0.lock().in_flight < 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the first write takes the slot");
+        let (a, b) = (p.clone(), p.clone());
+        let w2 = tokio::spawn(async move { submit(&a, Command::Delete(2)).await });
+        let w3 = tokio::spawn(async move { submit(&b, Command::Delete(3)).await });
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while p.0.lock().queue.len() < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("two writes queue");
+        p.1.add_permits(2);
+        let _ = first.await;
+        for w in [w2, w3] {
+            assert!(matches!(w.await.expect("task"), Err(NodeError::Internal(_))));
+        }
+    }
+}
