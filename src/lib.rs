@@ -3,37 +3,44 @@
 //! # Layout
 //! The layers, each using only those above it in this list (`tests/layers.rs` checks it;
 //! ARCHITECTURE.md explains each):
-//! - [`model`], [`quorum`]: the record and its commands; majority arithmetic.
-//! - [`config`], [`pb`], [`lease`]: settings; the protobuf types and wire headers; the
+//! - `model`, `quorum`: the record and its commands; majority arithmetic.
+//! - [`config`], [`pb`], `lease`: settings; the protobuf types and wire headers; the
 //!   leader lease's bookkeeping.
-//! - [`store`], [`discovery`], [`telemetry`]: OpenRaft storage (memory or disk); peer
+//! - [`store`], `discovery`, [`telemetry`]: OpenRaft storage (memory or disk); peer
 //!   discovery and name resolution; logging and tracing.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`network`]: outbound peer calls: the transport OpenRaft replicates through and the
+//! - `metrics`: Prometheus metrics.
+//! - `network`: outbound peer calls: the transport OpenRaft replicates through and the
 //!   typed client of the node's own peer calls.
-//! - [`node`]: one running member: writes (batched, routed to the leader), linearizable
+//! - `node`: one running member: writes (batched, routed to the leader), linearizable
 //!   reads, membership, readiness.
-//! - [`cluster`]: formation and upkeep: bootstrap, join, stale-member removal, hand-over.
-//! - [`api`]: the inbound edges: REST, client gRPC, the peer service.
+//! - `cluster`: formation and upkeep: bootstrap, join, stale-member removal, hand-over.
+//! - `api`: the inbound edges: REST, client gRPC, the peer service.
 //! - [`server`]: builds everything, binds the listeners and runs until shutdown.
-//! - [`bench`], [`probe`]: the `bench` and `probe` subcommands.
+//! - [`mod@bench`], [`probe`]: the `bench` and `probe` subcommands.
 
-pub mod api;
+// The public surface is what the binary, the examples and the integration tests use:
+// settings, the wire types, building and running a server, the subcommands, and storage
+// (the journal benchmark). Everything else is internal and may change freely.
+mod api;
 pub mod bench;
-pub mod cluster;
+mod cluster;
 pub mod config;
-pub mod discovery;
-pub mod lease;
-pub mod metrics;
-pub mod model;
-pub mod network;
-pub mod node;
+mod discovery;
+mod lease;
+mod metrics;
+mod model;
+mod network;
+mod node;
 pub mod pb;
 pub mod probe;
-pub mod quorum;
+mod quorum;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+
+pub use api::rest::router;
+pub use model::{Command, CommandResult, Student};
+pub use node::{ClusterInfo, Consistency, NodeError, RaftNode};
 
 use std::io::Cursor;
 

@@ -3,7 +3,7 @@
 //! The log layer takes events only; spans are built only for the OpenTelemetry layer, so
 //! with no endpoint no span is ever built and tracing costs nothing extra.
 //!
-//! [`inject`] / [`extract`] carry W3C trace context across forwarded writes, so a write
+//! [`inject`] / [`extract_into`] carry W3C trace context across forwarded writes, so a write
 //! sent to a follower is one trace across the follower and the leader.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};

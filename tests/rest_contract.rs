@@ -10,10 +10,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use openraft_memory::api::rest::router;
 use openraft_memory::config::{Settings, Sources};
-use openraft_memory::node::RaftNode;
 use openraft_memory::server::{self, Server};
+use openraft_memory::{RaftNode, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

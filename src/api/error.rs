@@ -114,9 +114,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();
-        if problem.status >= 500 {
-            tracing::warn!(status = problem.status, detail = %problem.detail, "request failed");
-        }
+        let detail = FailureDetail(problem.detail.clone());
         let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, axum::Json(problem)).into_response();
         resp.headers_mut().insert(
@@ -127,9 +125,16 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // For the request log (the REST middleware): rendering an answer does not log.
+        resp.extensions_mut().insert(detail);
         resp
     }
 }
+
+/// The detail of a failed request's problem, carried in the response's extensions so the
+/// middleware that observes every request can log server-side failures with their reason.
+#[derive(Debug, Clone)]
+pub struct FailureDetail(pub String);
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {

@@ -38,6 +38,17 @@ impl StudentGrpc {
         m.grpc_requests_total
             .with_label_values(&[method, code_name(code)])
             .inc();
+        if let Err(status) = &result
+            && matches!(code, tonic::Code::Unavailable | tonic::Code::Internal)
+        {
+            // The server-side failures (REST's 5xx), with their reason.
+            tracing::warn!(
+                method,
+                code = code_name(code),
+                detail = status.message(),
+                "request failed"
+            );
+        }
         result
     }
 

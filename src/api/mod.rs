@@ -3,6 +3,7 @@
 //! [`error::ApiError`] exactly once each (problem+json, `Status`).
 
 pub mod error;
+mod extract;
 pub mod grpc;
 pub mod peer;
 pub mod rest;

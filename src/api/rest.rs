@@ -1,8 +1,7 @@
 //! The REST API (axum): student CRUD and list, cluster status and membership, health and
 //! metrics. Bodies are JSON with unknown fields rejected; errors are problem+json.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +9,8 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, FailureDetail};
+use super::extract::{Body, Params, PathId};
 use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, outcome};
 use crate::model::{Command, Member, Student, validate_id};
 use crate::node::{Consistency, RaftNode};
@@ -60,52 +60,14 @@ async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Resp
     m.http_requests_total
         .with_label_values(&[method.as_str(), route, resp.status().as_str()])
         .inc();
+    if resp.status().is_server_error() {
+        let detail = resp
+            .extensions()
+            .get::<FailureDetail>()
+            .map_or("", |d| d.0.as_str());
+        tracing::warn!(%method, route, status = resp.status().as_u16(), detail, "request failed");
+    }
     resp
-}
-
-/// A JSON body whose rejections become problem+json.
-struct Body<T>(T);
-
-impl<S, T> FromRequest<S> for Body<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
-        }
-    }
-}
-
-fn json_rejection(r: JsonRejection) -> ApiError {
-    match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(format!("request body too large: {}", r.body_text()))
-        }
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-            ApiError::UnsupportedMediaType("expected a body with `Content-Type: application/json`".into())
-        }
-        _ => ApiError::BadRequest(r.body_text()),
-    }
-}
-
-fn path_id(p: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
-    let Path(id) = p.map_err(|r| {
-        ApiError::BadRequest(format!(
-            "the id in the path must be an integer: {}",
-            r.body_text()
-        ))
-    })?;
-    Ok(validate_id(id)?)
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v)
-        .map_err(|r| ApiError::BadRequest(r.body_text()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,11 +143,10 @@ async fn create_student(
 #[tracing::instrument(skip_all)]
 async fn get_student(
     State(node): State<RaftNode>,
-    id: Result<Path<i64>, PathRejection>,
-    params: Result<Query<ReadParams>, QueryRejection>,
+    PathId(id): PathId<i64>,
+    Params(params): Params<ReadParams>,
 ) -> Result<Json<Student>, ApiError> {
-    let id = path_id(id)?;
-    let params = query(params)?;
+    let id = validate_id(id)?;
     node.get(id, params.consistency.into())
         .await?
         .map(Json)
@@ -195,10 +156,9 @@ async fn get_student(
 #[tracing::instrument(skip_all)]
 async fn update_student(
     State(node): State<RaftNode>,
-    id: Result<Path<i64>, PathRejection>,
+    PathId(id): PathId<i64>,
     Body(body): Body<UpdateBody>,
 ) -> Result<Json<Student>, ApiError> {
-    let id = path_id(id)?;
     let student = Student::validated(id, &body.name, body.score)?;
     let updated = outcome(node.write(Command::Update(student)).await?)?;
     updated.map(Json).ok_or_else(|| {
@@ -211,9 +171,9 @@ async fn update_student(
 #[tracing::instrument(skip_all)]
 async fn delete_student(
     State(node): State<RaftNode>,
-    id: Result<Path<i64>, PathRejection>,
+    PathId(id): PathId<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let id = path_id(id)?;
+    let id = validate_id(id)?;
     outcome(node.write(Command::Delete(id)).await?)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -221,9 +181,8 @@ async fn delete_student(
 #[tracing::instrument(skip_all)]
 async fn list_students(
     State(node): State<RaftNode>,
-    params: Result<Query<ListParams>, QueryRejection>,
+    Params(params): Params<ListParams>,
 ) -> Result<Json<ListBody>, ApiError> {
-    let params = query(params)?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -309,10 +268,8 @@ async fn add_member(
 
 async fn remove_member(
     State(node): State<RaftNode>,
-    id: Result<Path<u64>, PathRejection>,
+    PathId(id): PathId<u64>,
 ) -> Result<StatusCode, ApiError> {
-    let Path(id) =
-        id.map_err(|r| ApiError::BadRequest(format!("the member id must be an integer: {}", r.body_text())))?;
     node.remove_member(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

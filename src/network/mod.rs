@@ -9,4 +9,4 @@ pub mod client;
 pub mod peer;
 
 pub use client::{PeerClients, PeerNetwork};
-pub use peer::{PeerError, PeerStatus};
+pub use peer::PeerError;

@@ -27,7 +27,7 @@ use crate::store::StateMachineStore;
 use crate::{NodeId, Raft};
 
 pub use error::NodeError;
-pub use health::{ClusterInfo, Indexes, MemberInfo, NodeInfo, NodeStatus};
+pub use health::{ClusterInfo, NodeStatus};
 pub use read::Consistency;
 
 use batch::Batcher;

@@ -1,4 +1,4 @@
-//! Client writes: into the batcher ([`super::batch`]), then proposed on the leader, here
+//! Client writes: into the batcher (`node::batch`), then proposed on the leader, here
 //! or forwarded to it from a follower.
 
 use std::time::Instant;
@@ -23,7 +23,7 @@ impl Propose for RaftNode {
 impl RaftNode {
     /// Applies a write through Raft, on this node if it leads, else through the leader.
     /// Returns the state machine's outcome once the entry is committed and applied.
-    /// Concurrent writes are batched ([`super::batch`]): while `raft.max_in_flight_batches`
+    /// Concurrent writes are batched (`node::batch`): while `raft.max_in_flight_batches`
     /// batches are being committed, new writes share the next log entry.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, NodeError> {
         batch::submit(self, cmd).await

@@ -18,7 +18,7 @@ pub(super) fn backup_meta(data: &StateMachineData) -> SnapshotMeta {
     }
 }
 
-/// A backup being written out: see [`StateMachineStore::backup`].
+/// A backup being written out: see [`super::StateMachineStore::backup`].
 pub struct Backup {
     /// Bytes before the records: magic, header frame, the records frame's header.
     pub(super) prefix: Vec<u8>,

@@ -6,7 +6,7 @@
 //! Both live in memory. In disk mode ([`disk`]) the log store also journals every change
 //! to `DIR/raft-log` (acknowledging appends only once synced) and the state machine writes
 //! every snapshot to `DIR/snapshot`; a restart reloads the snapshot and the journal, and
-//! OpenRaft re-applies the committed entries after the snapshot. [`backup`] is the backup
+//! OpenRaft re-applies the committed entries after the snapshot. `backup` is the backup
 //! file format, which is the snapshot file's.
 
 mod backup;

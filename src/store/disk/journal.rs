@@ -124,7 +124,7 @@ impl Done {
 
 /// One queued journal write.
 pub struct Op {
-    /// The record's sequence number (see [`Journal::compact_with`]).
+    /// The record's sequence number (see `Journal::compact_with`).
     pub seq: u64,
     /// The framed record.
     pub framed: Vec<u8>,

@@ -29,7 +29,7 @@
 //! frame followed by a valid one is corruption, not a torn write, and start-up fails naming
 //! the file and offset.
 //!
-//! Files: [`journal`] (replay and the writer thread), [`snapshot_file`], [`frame`] (the
+//! Files: `journal` (replay and the writer thread), `snapshot_file`, `frame` (the
 //! checksummed frame both use); this module holds the data directory and the error type.
 
 mod frame;
