@@ -18,9 +18,8 @@ for i in $(seq 0 $((n - 1))); do
   peers+="${peers:+,}127.0.0.1:$((50052 + 10 * i))"
 done
 # The nodes share this machine's CPUs: with a full set of threads each, their workers keep
-# waking and preempting one another (on 2 cores, 3 nodes with 1 thread each committed 28.7k
-# writes/s at 64 connections against 20.5k with 2 each, and answered a lone write faster;
-# README, Performance).
+# waking and preempting one another, which costs throughput and lone-write latency (the
+# measurement is in docs/performance.md).
 threads=${WORKER_THREADS:-$(( $(nproc) / n > 0 ? $(nproc) / n : 1 ))}
 pids=()
 stop() {

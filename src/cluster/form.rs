@@ -1,81 +1,17 @@
-//! Cluster formation and upkeep: who initialises, how others join, how members that are
-//! gone for good are removed, and how a leader hands over before it stops.
-//!
-//! The rules:
-//! - With no peers the node initialises a single-node cluster by itself.
-//! - Only ordinal 0 may initialise, and only after it has been able to list its peers for
-//!   `cluster.bootstrap_probe`, every listed peer has answered, and none of them reported
-//!   belonging to a cluster. Everyone else only ever joins. A DNS outage, a partition or a
-//!   paused peer therefore delays bootstrap; it never causes one. (A restarted, empty
-//!   ordinal 0 that took silence for "no cluster" would found a second cluster beside the
-//!   one its silent peers still run: split brain, found by the fault-injection checker.)
-//! - Joining is idempotent and retried with capped exponential backoff and jitter until this
-//!   node is a voter. The leader replaces any older member with the same name.
-//! - The leader removes a member whose name has been missing from DNS discovery for longer
-//!   than `cluster.scale_down_grace`, one at a time, never below `cluster.min_voters`. A
-//!   SIGTERM alone never removes anyone: rolling restarts must not shrink the cluster.
+//! Forming the cluster: ordinal 0's bootstrap decision, everyone else's join loop, and
+//! staying a member (asking to join again after being unready for long).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::sync::watch;
 
+use super::restore::restore;
+use super::{Backoff, Throttle, pause};
 use crate::discovery::Peer;
 use crate::model::{Member, ordinal_of};
 use crate::network::PeerError;
 use crate::node::RaftNode;
-
-/// Lets a repeated warning through at most once per period, so a long outage is visible in
-/// the log without flooding it.
-struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-}
-
-impl Throttle {
-    fn new(every: Duration) -> Self {
-        Throttle { every, last: None }
-    }
-
-    fn ready(&mut self) -> bool {
-        let due = self.last.is_none_or(|t| t.elapsed() >= self.every);
-        if due {
-            self.last = Some(Instant::now());
-        }
-        due
-    }
-}
-
-/// Capped exponential backoff with up to 50 % jitter, so joiners do not retry in lockstep.
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(max: Duration) -> Self {
-        Backoff {
-            next: Duration::from_millis(200),
-            max,
-        }
-    }
-
-    fn step(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2);
-        base + Duration::from_millis(jitter)
-    }
-}
-
-/// Sleeps `d`; returns false if `stop` fired first.
-async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(d) => true,
-        _ = stop.wait_for(|s| *s) => false,
-    }
-}
 
 /// Forms or joins the cluster; returns once this node is a voter, or when `stop` fires.
 pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
@@ -233,50 +169,6 @@ async fn initialize_alone(node: &RaftNode) {
     }
 }
 
-/// Records proposed per log entry while restoring a backup.
-const RESTORE_CHUNK: usize = 1000;
-
-/// Loads a backup into the cluster this node has just initialised, as ordinary replicated
-/// creates (so every member that joins gets the records through the log or a snapshot).
-/// Readiness fails until it is done.
-async fn restore(node: &RaftNode, backup: &std::path::Path) {
-    node.set_restoring(Some(format!("restoring the backup {}", backup.display())));
-    let students = match crate::store::read_backup(backup) {
-        Ok(s) => s,
-        Err(e) => {
-            // Checked at start-up, so only a file changed since then gets here.
-            tracing::error!(error = %e, "cannot restore the backup; the cluster stays empty and not ready");
-            node.set_restoring(Some(format!("restore failed: {e}")));
-            return;
-        }
-    };
-    let total = students.len();
-    let started = Instant::now();
-    let mut done = 0;
-    for chunk in students.chunks(RESTORE_CHUNK) {
-        let cmd =
-            crate::model::Command::Batch(chunk.iter().cloned().map(crate::model::Command::Create).collect());
-        let mut backoff = Backoff::new(Duration::from_secs(2));
-        loop {
-            match node.raft().client_write(cmd.clone()).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, done, total, "restore write failed; retrying");
-                    tokio::time::sleep(backoff.step()).await;
-                }
-            }
-        }
-        done += chunk.len();
-        node.set_restoring(Some(format!(
-            "restoring the backup {}: {done} of {total} records",
-            backup.display()
-        )));
-    }
-    tracing::info!(records = total, took_ms = started.elapsed().as_millis() as u64, backup = %backup.display(),
-        "restored the backup");
-    node.set_restoring(None);
-}
-
 /// What ordinal 0 learnt by asking every listed peer whether it belongs to a cluster.
 enum Probe {
     /// This peer answered that it does: join through it.
@@ -317,93 +209,4 @@ async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, PeerError> {
     node.peers()
         .join(&via, node.id(), node.member().clone(), deadline)
         .await
-}
-
-/// On the leader, with DNS discovery: removes members whose pods are gone for longer than
-/// the grace period. DNS errors are not absence: nothing is removed while discovery fails.
-pub async fn reconcile(node: RaftNode, mut stop: watch::Receiver<bool>) {
-    if !node.discovery().is_dns() {
-        return;
-    }
-    let settings = node.settings().clone();
-    let grace = settings.cluster.scale_down_grace;
-    let mut absent_since: HashMap<String, Instant> = HashMap::new();
-    while pause(settings.cluster.reconcile_interval, &mut stop).await {
-        if !node.is_leader() {
-            absent_since.clear();
-            continue;
-        }
-        let Ok(peers) = node.discovery().peers().await else {
-            continue;
-        };
-        let mut present: HashSet<String> = peers.into_iter().filter_map(|p| p.name).collect();
-        present.insert(node.member().name.clone());
-        let members = node.member_names();
-        let now = Instant::now();
-        absent_since.retain(|name, _| !present.contains(name) && members.values().any(|n| n == name));
-        for name in members.values().filter(|n| !present.contains(*n)) {
-            absent_since.entry(name.clone()).or_insert_with(|| {
-                tracing::info!(member = %name, ?grace, "member missing from discovery; removing it if it stays missing");
-                now
-            });
-        }
-        let voters = node.voter_ids();
-        let expired = members
-            .iter()
-            .find(|(_, name)| absent_since.get(*name).is_some_and(|t| t.elapsed() >= grace));
-        let Some((&id, name)) = expired else { continue };
-        if voters.contains(&id) && voters.len() <= settings.cluster.min_voters {
-            tracing::warn!(member = %name, voters = voters.len(), min_voters = settings.cluster.min_voters,
-                "member gone past the grace period, but removing it would go below cluster.min_voters");
-            continue;
-        }
-        match node.remove_member_here(id).await {
-            Ok(()) => {
-                tracing::info!(member = %name, node_id = id, "removed a member gone past the grace period");
-                absent_since.remove(name);
-            }
-            Err(e) => tracing::warn!(member = %name, error = %e, "could not remove a departed member"),
-        }
-    }
-}
-
-/// Moves leadership away from this node before it stops: it stops sending heartbeats, so
-/// the followers elect a new leader once the leader lease runs out, and waits for that.
-/// Returns whether another node leads now.
-pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
-    let raft = node.raft();
-    let m = raft.metrics().borrow().clone();
-    if m.current_leader != Some(node.id()) {
-        return true;
-    }
-    let others = m
-        .membership_config
-        .membership()
-        .voter_ids()
-        .filter(|v| *v != node.id())
-        .count();
-    if others == 0 {
-        return false;
-    }
-    tracing::info!("leader shutting down: stepping aside so another voter takes over");
-    raft.runtime_config().heartbeat(false);
-    raft.runtime_config().elect(false);
-    let me = node.id();
-    let moved = raft
-        .wait(Some(deadline))
-        .metrics(
-            |m| m.current_leader.is_some() && m.current_leader != Some(me),
-            "leadership moved",
-        )
-        .await;
-    match moved {
-        Ok(m) => {
-            tracing::info!(new_leader = ?m.current_leader, "leadership moved");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "leadership did not move before the deadline");
-            false
-        }
-    }
 }
