@@ -9,6 +9,7 @@
 # Usage: scripts/ab.sh OLD_BIN NEW_BIN         ROUNDS=5 DURATION=10s scripts/ab.sh A B
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 A=$1
 B=$2
 ROUNDS=${ROUNDS:-3}
@@ -21,24 +22,13 @@ run_one() { # run_one NAME BIN
   local name=$1 bin=$2
   BIN=$bin scripts/local-cluster.sh 3 >"$out/cluster-$name.log" 2>&1 &
   local cluster=$!
-  local ready=0
-  for _ in $(seq 1 150); do
-    ready=0
-    for p in 8080 8081 8082; do
-      curl -sf "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && ready=$((ready + 1))
-    done
-    [ "$ready" = 3 ] && break
-    sleep 0.2
-  done
-  if [ "$ready" != 3 ]; then
+  if ! wait_ready 8080 8081 8082; then
     kill -TERM "$cluster" 2>/dev/null || true
     wait "$cluster" 2>/dev/null || true
     echo "cluster of $name not ready; see $out/cluster-$name.log" >&2
     exit 1
   fi
-  local raft leader
-  raft=$(curl -s http://127.0.0.1:8080/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["addr"])')
-  leader=127.0.0.1:$((8080 + (${raft##*:} - 50052) / 10))
+  local leader=127.0.0.1:$((8080 + $(leader_index)))
   local w r
   w=$("$B" bench --targets "$leader" --workload create -c 64 --duration "$DURATION" --json |
     python3 -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["throughput"])')

@@ -33,7 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Our cluster: node-i REST 127.0.0.1:(8080+i), peer :(50052+10i); data target/local-cluster/node-i.
+# Our cluster: node-i REST 127.0.0.1:(8080+i), peer :(25052+10i); data target/local-cluster/node-i.
 if [ "$DATA" != target/bench-disk ]; then
   echo "note: our nodes keep their data in target/local-cluster/; put target/ on the same disk as \$DATA" >&2
 fi
@@ -65,7 +65,7 @@ done
 [ "$ready" = 6 ] || { echo "clusters not ready; see $out/disk-cluster.log and $out/etcd-*.log" >&2; exit 1; }
 
 leader_raft=$(curl -s http://127.0.0.1:8080/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["addr"])')
-ours=127.0.0.1:$((8080 + (${leader_raft##*:} - 50052) / 10))
+ours=127.0.0.1:$((8080 + (${leader_raft##*:} - 25052) / 10))
 etcd_leader=""
 for p in 23791 23792 23793; do
   is_leader=$(curl -s -X POST -d '{}' "http://127.0.0.1:$p/v3/maintenance/status" |

@@ -49,13 +49,13 @@ for _ in $(seq 1 150); do
 done
 [ "$ready" = 3 ] || { echo "cluster not ready; see $out/cluster.log" >&2; exit 1; }
 
-# node-i: REST 8080+i, peer 50052+10i (scripts/local-cluster.sh)
+# node-i: REST 8080+i, peer 25052+10i (scripts/local-cluster.sh)
 leader_raft=$(curl -s http://127.0.0.1:8080/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["addr"])')
-leader_i=$(( (${leader_raft##*:} - 50052) / 10 ))
+leader_i=$(( (${leader_raft##*:} - 25052) / 10 ))
 follower_i=$(( (leader_i + 1) % 3 ))
 leader=127.0.0.1:$((8080 + leader_i))
 follower=127.0.0.1:$((8080 + follower_i))
-leader_grpc=127.0.0.1:$((50051 + 10 * leader_i))
+leader_grpc=127.0.0.1:$((25051 + 10 * leader_i))
 echo "leader node-$leader_i ($leader), follower node-$follower_i ($follower)"
 
 # bench LABEL TARGET ARGS... : one point with the built-in driver; appends JSON and a row.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local cluster of N nodes (default 3) on loopback and stops it on Ctrl-C.
-#   node i: REST 127.0.0.1:(8080+i)  client gRPC 127.0.0.1:(50051+10*i)  peer 127.0.0.1:(50052+10*i)
+#   node i: REST 127.0.0.1:(8080+i)  client gRPC 127.0.0.1:(25051+10*i)  peer 127.0.0.1:(25052+10*i)
+#   (below Linux's ephemeral range, 32768-60999: a port there can be taken at any moment by
+#   an outgoing connection, which is how node-1 once failed to bind 50062)
 # Usage: scripts/local-cluster.sh [N]        (BIN=path/to/openraft-memory to skip the build)
 #        STORAGE=disk scripts/local-cluster.sh  (disk mode; data in target/local-cluster/node-i/,
 #                                                kept across runs: delete it to start afresh)
@@ -15,7 +17,7 @@ if [ -z "${BIN:-}" ]; then
 fi
 peers=""
 for i in $(seq 0 $((n - 1))); do
-  peers+="${peers:+,}127.0.0.1:$((50052 + 10 * i))"
+  peers+="${peers:+,}127.0.0.1:$((25052 + 10 * i))"
 done
 # The nodes share this machine's CPUs: with a full set of threads each, their workers keep
 # waking and preempting one another, which costs throughput and lone-write latency (the
@@ -35,11 +37,11 @@ for i in $(seq 0 $((n - 1))); do
   fi
   "$BIN" serve --node-name "node-$i" "${storage[@]}" --worker-threads "$threads" \
     --http-addr "127.0.0.1:$((8080 + i))" \
-    --grpc-addr "127.0.0.1:$((50051 + 10 * i))" \
-    --raft-addr "127.0.0.1:$((50052 + 10 * i))" \
+    --grpc-addr "127.0.0.1:$((25051 + 10 * i))" \
+    --raft-addr "127.0.0.1:$((25052 + 10 * i))" \
     --peers "$peers" >"target/local-cluster/node-$i.log" 2>&1 &
   pids+=($!)
-  echo "node-$i: REST http://127.0.0.1:$((8080 + i))  gRPC 127.0.0.1:$((50051 + 10 * i))  log target/local-cluster/node-$i.log"
+  echo "node-$i: REST http://127.0.0.1:$((8080 + i))  gRPC 127.0.0.1:$((25051 + 10 * i))  log target/local-cluster/node-$i.log"
 done
 echo "waiting for all nodes to be ready (Ctrl-C stops the cluster)"
 # A node that dies (a port already taken, a bad flag) or never gets ready fails the script

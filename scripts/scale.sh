@@ -7,6 +7,7 @@
 # Usage: scripts/scale.sh            RECORDS=200000 scripts/scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 RECORDS=${RECORDS:-1000000}
 out=target/scale
 mkdir -p "$out"
@@ -22,17 +23,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 BIN=$BIN scripts/local-cluster.sh 3 >"$out/cluster.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 150); do
-  ready=0
-  for p in 8080 8081 8082; do
-    curl -sf "http://127.0.0.1:$p/readyz" >/dev/null 2>&1 && ready=$((ready + 1))
-  done
-  [ "$ready" = 3 ] && break
-  sleep 0.2
-done
-[ "$ready" = 3 ] || { echo "cluster not ready; see $out/cluster.log" >&2; exit 1; }
-leader_raft=$(curl -s http://127.0.0.1:8080/cluster | python3 -c 'import json,sys; print(json.load(sys.stdin)["leader"]["addr"])')
-leader=127.0.0.1:$((8080 + (${leader_raft##*:} - 50052) / 10))
+wait_ready 8080 8081 8082 || { echo "cluster not ready; see $out/cluster.log" >&2; exit 1; }
+leader=127.0.0.1:$((8080 + $(leader_index)))
 
 echo "== loading $RECORDS records through $leader"
 start=$(date +%s%N)
@@ -49,7 +41,7 @@ echo "== last snapshot built: $snap"
 echo "== an empty node joins and catches up"
 # Its own loopback address: under this much connection churn an outgoing socket on
 # 127.0.0.1 may already hold any port of the ephemeral range (the peer ports are in it).
-peers=127.0.0.1:50052,127.0.0.1:50062,127.0.0.1:50072,127.0.0.4:50052
+peers=127.0.0.1:25052,127.0.0.1:25062,127.0.0.1:25072,127.0.0.4:50052
 join_start=$(date +%s%N)
 "$BIN" serve --node-name node-3 --http-addr 127.0.0.4:8080 --grpc-addr 127.0.0.4:50051 \
   --raft-addr 127.0.0.4:50052 --peers "$peers" >"$out/node-3.log" 2>&1 &

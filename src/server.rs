@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::client::MAX_PEER_MESSAGE_BYTES;
 use crate::network::{PeerClients, PeerNetwork};
-use crate::node::RaftNode;
+use crate::node::{NodeParts, RaftNode};
 use crate::pb::client::student_service_server::StudentServiceServer;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
 use crate::store::disk::DataDir;
@@ -164,7 +164,17 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
     tracing::info!(node_id = id, member = %member, %http_addr, %grpc_addr, %raft_addr, "node started");
-    let node = RaftNode::new(id, member, raft, sm, peers, lease, discovery, settings, metrics);
+    let node = RaftNode::new(NodeParts {
+        id,
+        member,
+        raft,
+        sm,
+        peers,
+        lease,
+        discovery,
+        settings,
+        metrics,
+    });
     Ok(Server {
         node,
         http,

@@ -34,17 +34,31 @@ use batch::Batcher;
 use health::LeaderContact;
 use rounds::Rounds;
 
-struct Inner {
-    id: NodeId,
-    member: Member,
-    raft: Raft,
-    sm: StateMachineStore,
-    peers: PeerClients,
+/// What a node is built from: the started Raft instance and the parts it shares with it.
+pub struct NodeParts {
+    /// This node's Raft id.
+    pub id: NodeId,
+    /// This node's name and advertised peer address.
+    pub member: Member,
+    /// The started Raft instance.
+    pub raft: Raft,
+    /// The state machine Raft applies to (read directly for local reads).
+    pub sm: StateMachineStore,
+    /// The peer channel pool (shared with Raft's network).
+    pub peers: PeerClients,
     /// The leader lease: this node owns it, the transport renews it, reads ask it.
-    lease: Arc<LeaderLease>,
-    discovery: Discovery,
-    settings: Arc<Settings>,
-    metrics: Metrics,
+    pub lease: Arc<LeaderLease>,
+    /// Where peers come from.
+    pub discovery: Discovery,
+    /// The settings.
+    pub settings: Arc<Settings>,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+/// The parts plus the node's own state. Derefs to its parts, so `inner.raft` reads well.
+struct Inner {
+    parts: NodeParts,
     contact: Mutex<LeaderContact>,
     /// Highest commit index heard from a leader (followers) — an upper bound for readiness.
     leader_commit: AtomicU64,
@@ -61,6 +75,14 @@ struct Inner {
     barrier_reads: Rounds<Option<u64>>,
 }
 
+impl std::ops::Deref for Inner {
+    type Target = NodeParts;
+
+    fn deref(&self) -> &NodeParts {
+        &self.parts
+    }
+}
+
 /// A cheap-to-clone handle on this node.
 #[derive(Clone)]
 pub struct RaftNode {
@@ -69,43 +91,26 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Wraps a started Raft instance.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: NodeId,
-        member: Member,
-        raft: Raft,
-        sm: StateMachineStore,
-        peers: PeerClients,
-        lease: Arc<LeaderLease>,
-        discovery: Discovery,
-        settings: Arc<Settings>,
-        metrics: Metrics,
-    ) -> Self {
-        let round_sizes = metrics.read_index_rounds.clone();
+    pub fn new(parts: NodeParts) -> Self {
+        let (raft_settings, metrics) = (&parts.settings.raft, &parts.metrics);
         let batcher = Batcher::new(
-            settings.raft.max_in_flight_batches,
-            settings.raft.max_batch_writes,
+            raft_settings.max_in_flight_batches,
+            raft_settings.max_batch_writes,
             metrics.write_batch_size.clone(),
         );
+        let leader_reads = Rounds::new(metrics.read_index_rounds.clone());
+        let barrier_reads = Rounds::new(metrics.read_index_rounds.clone());
         RaftNode {
             inner: Arc::new(Inner {
-                id,
-                member,
-                raft,
-                sm,
-                peers,
-                lease,
-                discovery,
-                settings,
-                metrics,
+                parts,
                 contact: Mutex::default(),
                 leader_commit: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 restoring: Mutex::new(None),
                 membership_lock: tokio::sync::Mutex::new(()),
                 batcher,
-                leader_reads: Rounds::new(round_sizes.clone()),
-                barrier_reads: Rounds::new(round_sizes),
+                leader_reads,
+                barrier_reads,
             }),
         }
     }

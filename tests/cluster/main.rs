@@ -1,7 +1,7 @@
 //! Cluster tests against real processes on loopback. This file: formation (a lone node,
 //! three started together, ordinal 0 waiting for a silent peer) and the helpers the
 //! modules share; [`api`], [`failover`], [`metrics`], [`durable`], [`k8s`],
-//! [`observability`], [`perf`] hold the rest.
+//! [`observability`], [`perf`], [`restore`] hold the rest.
 
 mod api;
 mod durable;
@@ -10,6 +10,7 @@ mod k8s;
 mod metrics;
 mod observability;
 mod perf;
+mod restore;
 mod sts;
 mod util;
 
