@@ -37,7 +37,8 @@ COPY . .
 RUN target="$(uname -m)-unknown-linux-gnu" \
  && RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
     cargo build --release --locked --target "$target" \
- && cp "target/$target/release/openraft-memory" /openraft-memory
+ && cp "target/$target/release/openraft-memory" /openraft-memory \
+ && strip --strip-debug /openraft-memory
 
 # ---- runtime, from the builder (the default target) -----------------------------------------
 FROM base AS runtime

@@ -18,8 +18,14 @@ import subprocess
 import sys
 import tempfile
 
-import helm_python as helm
-import yaml
+try:
+    import helm_python as helm
+    import yaml
+except ImportError as e:
+    sys.exit(
+        f"helm/check.py needs Python packages that are not installed ({e.name}): "
+        "python3 -m pip install helm-python-sdk kubernetes-validate pyyaml"
+    )
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "openraft-memory"
@@ -123,6 +129,30 @@ def check_facts(objs, replicas):
         fail("PodDisruptionBudget must allow one disruption at a time")
 
 
+def check_restore(objs):
+    """restore.enabled mounts the backup read-only and points every pod at it (only ordinal 0
+    reads it); extra volumes reach the pod."""
+    pod = find(objs, "StatefulSet")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    want = "/var/lib/openraft-memory-restore/backup.snapshot"
+    if env.get("OPENRAFT_MEMORY__STORAGE__RESTORE_FROM") != want:
+        fail(f"restore: OPENRAFT_MEMORY__STORAGE__RESTORE_FROM must be {want}, env: {env}")
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    if mounts.get("restore", {}).get("readOnly") is not True or "scratch" not in mounts:
+        fail(f"restore: the backup must be mounted read-only, extra mounts kept: {mounts}")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if volumes.get("restore", {}).get("secret", {}).get("secretName") != "db-backup" or "scratch" not in volumes:
+        fail(f"restore: the volume must come from the Secret, extra volumes kept: {volumes}")
+    try:
+        render({"restore": {"enabled": True}})
+    except Exception as e:  # the chart's `fail`: no source given
+        if "exactly one of" not in str(e):
+            fail(f"restore without a source fails with the wrong message: {e}")
+    else:
+        fail("restore.enabled without a Secret or claim must fail to render")
+
+
 def validate(path):
     for version in KUBE_VERSIONS:
         out = subprocess.run(
@@ -169,6 +199,7 @@ def main():
     ci_objs = objects(ci_text)
     check_facts(ci_objs, 5)
     check_persistence(ci_objs, True)
+    check_restore(ci_objs)
     for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"]:
         find(ci_objs, kind)
     rule = find(ci_objs, "PrometheusRule")

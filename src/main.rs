@@ -103,8 +103,8 @@ struct ServeArgs {
     /// Comma-separated peer addresses, host:port of their peer port (cluster.peers).
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
-    /// Peer discovery: static or dns (discovery.mode).
-    #[arg(long)]
+    /// Peer discovery (discovery.mode).
+    #[arg(long, value_parser = ["static", "dns"], ignore_case = true)]
     discovery: Option<String>,
     /// Headless Service DNS name; peers are its `_raft._tcp` SRV records (discovery.dns_name).
     #[arg(long)]
@@ -115,8 +115,8 @@ struct ServeArgs {
     /// OTLP/gRPC endpoint for traces, e.g. http://localhost:4317 (tracing.otlp_endpoint).
     #[arg(long)]
     otlp_endpoint: Option<String>,
-    /// Storage: memory or disk (storage.mode).
-    #[arg(long)]
+    /// Where the Raft log and snapshots live (storage.mode).
+    #[arg(long, value_parser = ["memory", "disk"], ignore_case = true)]
     storage: Option<String>,
     /// Disk mode's data directory (storage.data_dir).
     #[arg(long)]
@@ -124,8 +124,8 @@ struct ServeArgs {
     /// Backup file ordinal 0 seeds a new cluster from (storage.restore_from).
     #[arg(long)]
     restore_from: Option<String>,
-    /// Log format: text or json (log.format).
-    #[arg(long)]
+    /// Log format (log.format).
+    #[arg(long, value_parser = ["text", "json"], ignore_case = true)]
     log_format: Option<String>,
     /// Async worker threads, 0 for one per CPU (runtime.worker_threads).
     #[arg(long)]
@@ -189,8 +189,41 @@ fn default_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
+/// Where the flags' settings also come from, for `serve --help`.
+const LAYERS: &str = "Every flag sets the config key named in its help. The same keys come from a TOML \
+file (--config) and from the environment as OPENRAFT_MEMORY__SECTION__KEY (e.g. \
+OPENRAFT_MEMORY__HTTP__ADDR=0.0.0.0:8080); flags win over the environment, which wins over \
+the file, which wins over the defaults.";
+
+/// The command line as clap sees it: each serve flag's help names its default (read from
+/// the built-in defaults, so it cannot drift), and the top level lists the commands only.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let with_default = |a: clap::Arg| {
+        let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let key = help
+            .rsplit_once('(')
+            .and_then(|(_, k)| k.strip_suffix(')').or_else(|| k.strip_suffix(").")));
+        match key.and_then(openraft_memory::config::default_of) {
+            Some(d) if !d.is_empty() => a.help(format!("{help} [default: {d}]")),
+            _ => a,
+        }
+    };
+    Cli::command()
+        .mut_args(|a| match a.get_id().as_str() {
+            "help" | "version" => a,
+            _ => a.hide(true),
+        })
+        .after_help("With no command, runs `serve`; its flags: openraft-memory serve --help")
+        .mut_subcommand("serve", |c| c.mut_args(with_default).after_help(LAYERS))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::FromArgMatches;
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let args = match cli.command {
         Some(Cmd::Serve(a)) => *a,
         Some(Cmd::Probe(p)) => return with_runtime(default_runtime(), run_probe(p)),
@@ -238,12 +271,15 @@ async fn serve(settings: Settings, worker_threads: usize) -> ExitCode {
         }
     };
     tracing::info!(worker_threads, "runtime started");
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
     let server = match openraft_memory::server::build(settings).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("openraft-memory: {e}");
-            return ExitCode::from(1);
+            // Once, through the log (which goes to stderr); exit 2 like every start-up error.
+            tracing::error!("cannot start: {e}");
+            return ExitCode::from(2);
         }
     };
     match server.run(shutdown_signal()).await {

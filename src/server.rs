@@ -98,6 +98,29 @@ fn fresh_node_id() -> NodeId {
     rand::random_range(1..(1u64 << 53))
 }
 
+/// Server reflection for the client port: it lists only what that port serves (the peer
+/// protocol shares the descriptor set but is served on the peer port).
+fn client_reflection() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in CLIENT_SERVICES {
+        builder = builder.with_service_name(*name);
+    }
+    builder
+}
+
+/// The gRPC services of the client port.
+pub const CLIENT_SERVICES: &[&str] = &[
+    "openraft_memory.v1.StudentService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Builds a node: binds the three listeners and starts Raft.
 pub async fn build(settings: Settings) -> Result<Server, ServerError> {
     let settings = Arc::new(settings);
@@ -125,10 +148,19 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
     };
     let metrics = Metrics::new();
     let backup = &settings.storage.restore_from;
-    if !backup.as_os_str().is_empty() {
+    // Only a node that may initialise a cluster reads the backup: ordinal 0, or a node
+    // without an ordinal that runs alone. The others ignore it, so one setting (the chart's
+    // `restore`, an `extraEnv`) can reach every pod.
+    let may_initialise = match crate::model::ordinal_of(&settings.node.name) {
+        Some(ordinal) => ordinal == 0,
+        None => settings.cluster.peers.is_empty(),
+    };
+    if !backup.as_os_str().is_empty() && may_initialise {
         // Fail at start-up, not minutes later when ordinal 0 initialises.
         let records = crate::store::read_backup(backup)?.len();
-        tracing::info!(backup = %backup.display(), records, "backup checked; ordinal 0 loads it if it initialises the cluster");
+        tracing::info!(backup = %backup.display(), records, "backup checked; it is loaded if this node initialises the cluster");
+    } else if !backup.as_os_str().is_empty() {
+        tracing::info!(backup = %backup.display(), "ignoring storage.restore_from: only ordinal 0 initialises a cluster");
     }
     let (id, log_store, sm, data_dir) = match settings.storage.mode {
         StorageMode::Memory => (
@@ -213,17 +245,18 @@ impl Server {
         let peer_task = tokio::spawn(peer_server);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServerError::Serve {
-                what: "grpc",
-                message: format!("reflection: {e}"),
-            })?;
+        let reflection_err = |e: tonic_reflection::server::Error| ServerError::Serve {
+            what: "grpc",
+            message: format!("reflection: {e}"),
+        };
+        // Both reflection versions: grpcurl and Postman speak v1, older grpcurl, Evans and
+        // Python's grpcio-reflection only v1alpha.
+        let reflection_v1 = client_reflection().build_v1().map_err(reflection_err)?;
+        let reflection_v1alpha = client_reflection().build_v1alpha().map_err(reflection_err)?;
         let grpc_server = tonic::transport::Server::builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(StudentServiceServer::new(StudentGrpc::new(node.clone())))
             .serve_with_incoming_shutdown(no_delay(self.grpc), wait_for(stop_clients.clone()));
         let grpc_task = tokio::spawn(grpc_server);

@@ -270,6 +270,7 @@ impl From<NodeStatus> for peer::StatusResponse {
             leader: s.leader.map(|(_, m)| m.into()),
             voters: s.voters,
             term: s.term,
+            shutting_down: s.shutting_down,
         }
     }
 }

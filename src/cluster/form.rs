@@ -30,9 +30,13 @@ pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
     let is_zero = ordinal_of(&node.member().name) == Some(0);
     let mut listed_since: Option<Instant> = None;
     let mut backoff = Backoff::new(settings.cluster.join_backoff_max);
-    let mut dns_warn = Throttle::new(Duration::from_secs(10));
-    let mut join_warn = Throttle::new(Duration::from_secs(5));
-    let mut silent_warn = Throttle::new(Duration::from_secs(10));
+    // A normal formation has peers that have not started yet and no leader until ordinal 0
+    // has probed and initialised: those stay out of the warning log for a few probe
+    // windows. Discovery failing is worth a warning at once.
+    let formation = settings.cluster.bootstrap_probe * 3;
+    let mut dns_warn = Throttle::new(Duration::from_secs(10), Duration::ZERO);
+    let mut join_warn = Throttle::new(Duration::from_secs(5), formation);
+    let mut silent_warn = Throttle::new(Duration::from_secs(10), formation);
     let mut attempt: usize = 0;
     loop {
         if *stop.borrow() || node.is_voter() {
@@ -43,6 +47,8 @@ pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
             Err(e) => {
                 if dns_warn.ready() {
                     tracing::warn!(error = %e, "peer discovery failed; retrying (the cluster forms once discovery answers)");
+                } else {
+                    tracing::debug!(error = %e, "peer discovery failed; retrying");
                 }
                 if !pause(backoff.step(), &mut stop).await {
                     return;
@@ -61,6 +67,8 @@ pub async fn form(node: RaftNode, mut stop: watch::Receiver<bool>) {
                     if silent_warn.ready() {
                         tracing::warn!(silent = ?silent,
                             "not initialising: these peers do not answer, and one of them may belong to a cluster; waiting for them");
+                    } else {
+                        tracing::debug!(silent = ?silent, "not initialising yet: waiting for silent peers");
                     }
                     if !pause(Duration::from_millis(250), &mut stop).await {
                         return;

@@ -33,19 +33,31 @@ pub use form::form;
 pub use handover::hand_over_leadership;
 pub use reconcile::reconcile;
 
-/// Lets a repeated warning through at most once per period, so a long outage is visible in
-/// the log without flooding it.
+/// Lets a repeated warning through at most once per period, and only once the condition
+/// has lasted past a grace period: peers that have not started yet, no leader during the
+/// first election and late DNS records are part of every normal formation, and the log
+/// should show an operator only what outlasts one. Long outages stay visible without
+/// flooding the log.
 struct Throttle {
     every: Duration,
+    quiet_until: Instant,
     last: Option<Instant>,
 }
 
 impl Throttle {
-    fn new(every: Duration) -> Self {
-        Throttle { every, last: None }
+    /// At most one warning per `every`, the first once `grace` has passed.
+    fn new(every: Duration, grace: Duration) -> Self {
+        Throttle {
+            every,
+            quiet_until: Instant::now() + grace,
+            last: None,
+        }
     }
 
     fn ready(&mut self) -> bool {
+        if Instant::now() < self.quiet_until {
+            return false;
+        }
         let due = self.last.is_none_or(|t| t.elapsed() >= self.every);
         if due {
             self.last = Some(Instant::now());

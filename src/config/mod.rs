@@ -12,8 +12,20 @@ use serde::Deserialize;
 
 use crate::model::ordinal_of;
 
+mod parse;
+
 /// The built-in defaults, as TOML: the README's config table is generated from the same keys.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// The built-in default of a dotted key as text (`None` for unknown keys and lists).
+pub fn default_of(key: &str) -> Option<String> {
+    Config::builder()
+        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+        .build()
+        .ok()?
+        .get_string(key)
+        .ok()
+}
 
 /// All settings of a node.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +53,10 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// The async runtime.
     pub runtime: RuntimeSettings,
+    /// What loading noticed but did not refuse (look-alike environment variables), for the
+    /// log once logging is set up.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// The async runtime's settings.
@@ -84,11 +100,12 @@ pub struct NodeSettings {
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     /// Listen address.
+    #[serde(deserialize_with = "parse::socket_addr")]
     pub addr: SocketAddr,
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
     /// Upper bound on one request's handling time.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub request_timeout: Duration,
 }
 
@@ -97,6 +114,7 @@ pub struct HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct GrpcSettings {
     /// Listen address.
+    #[serde(deserialize_with = "parse::socket_addr")]
     pub addr: SocketAddr,
 }
 
@@ -105,27 +123,28 @@ pub struct GrpcSettings {
 #[serde(deny_unknown_fields)]
 pub struct RaftSettings {
     /// Peer gRPC listen address.
+    #[serde(deserialize_with = "parse::socket_addr")]
     pub addr: SocketAddr,
     /// Host advertised to peers (empty: the host of `addr`).
     pub advertise_host: String,
     /// Leader heartbeat interval.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub heartbeat_interval: Duration,
     /// Lower bound of the randomised election timeout.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub election_timeout_min: Duration,
     /// Upper bound of the randomised election timeout.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub election_timeout_max: Duration,
     /// Snapshot policy: entries applied since the last snapshot.
     pub snapshot_after_logs: u64,
     /// Entries kept behind a snapshot.
     pub logs_to_keep: u64,
     /// Deadline for a client write to commit.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub write_timeout: Duration,
     /// Deadline for one peer RPC.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub rpc_timeout: Duration,
     /// Most client writes in one log entry.
     pub max_batch_writes: usize,
@@ -150,24 +169,23 @@ pub struct ClusterSettings {
     /// Static peer list (peer-port addresses).
     pub peers: Vec<String>,
     /// Probe window before ordinal 0 initialises.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub bootstrap_probe: Duration,
     /// Cap of the join retry backoff.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub join_backoff_max: Duration,
     /// How long a member may be missing from discovery before the leader removes it.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub scale_down_grace: Duration,
     /// Floor for automatic removals.
     pub min_voters: usize,
     /// Period of the leader's membership reconciliation.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub reconcile_interval: Duration,
 }
 
 /// Where a node keeps its Raft state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageMode {
     /// In memory only (the default).
     Memory,
@@ -175,11 +193,17 @@ pub enum StorageMode {
     Disk,
 }
 
+impl parse::Choice for StorageMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("memory", StorageMode::Memory), ("disk", StorageMode::Disk)];
+}
+
 /// Storage settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     /// Memory or disk.
+    #[serde(deserialize_with = "parse::choice")]
     pub mode: StorageMode,
     /// Disk mode's data directory.
     pub data_dir: PathBuf,
@@ -188,8 +212,7 @@ pub struct StorageSettings {
 }
 
 /// How peers are found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiscoveryMode {
     /// `cluster.peers`.
     Static,
@@ -197,33 +220,27 @@ pub enum DiscoveryMode {
     Dns,
 }
 
+impl parse::Choice for DiscoveryMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("static", DiscoveryMode::Static), ("dns", DiscoveryMode::Dns)];
+}
+
 /// Peer discovery settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoverySettings {
     /// Static list or DNS.
+    #[serde(deserialize_with = "parse::choice")]
     pub mode: DiscoveryMode,
     /// The headless Service's DNS name (DNS mode).
     pub dns_name: String,
     /// A specific DNS server; `None` uses the system configuration.
-    #[serde(deserialize_with = "empty_as_none")]
+    #[serde(deserialize_with = "parse::optional_socket_addr")]
     pub dns_server: Option<SocketAddr>,
 }
 
-fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    let raw = String::deserialize(d)?;
-    if raw.trim().is_empty() {
-        return Ok(None);
-    }
-    raw.trim()
-        .parse()
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("`{raw}` is not IP:PORT: {e}")))
-}
-
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -231,11 +248,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl parse::Choice for LogFormat {
+    const CHOICES: &'static [(&'static str, Self)] = &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// Output format.
+    #[serde(deserialize_with = "parse::choice")]
     pub format: LogFormat,
     /// Default filter directive.
     pub level: String,
@@ -246,7 +268,7 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct ShutdownSettings {
     /// Deadline for the whole shutdown sequence.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "parse::duration")]
     pub deadline: Duration,
 }
 
@@ -256,6 +278,9 @@ pub enum ConfigError {
     /// Reading or parsing a layer failed (the message names the key or file).
     #[error("invalid configuration: {0}")]
     Load(#[from] config::ConfigError),
+    /// An environment variable of ours that names no setting.
+    #[error("invalid configuration: {0}")]
+    Environment(String),
     /// A value parsed but makes no sense.
     #[error("invalid configuration: `{key}`: {problem}")]
     Invalid {
@@ -288,6 +313,12 @@ impl Settings {
         if let Some(path) = &sources.file {
             builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml).required(true));
         }
+        let defaults: config::Map<String, config::Value> = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        let known = parse::known_keys(&defaults);
+        let warnings = parse::check_env(sources.env.keys(), &known).map_err(ConfigError::Environment)?;
         let env: HashMap<String, String> = sources
             .env
             .iter()
@@ -307,6 +338,7 @@ impl Settings {
             builder = builder.set_override(key, value)?;
         }
         let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.warnings = warnings;
         if settings.node.name.is_empty() {
             settings.node.name = default_node_name(&sources.env);
         }
@@ -335,13 +367,19 @@ impl Settings {
         if r.election_timeout_min <= r.heartbeat_interval {
             return invalid(
                 "raft.election_timeout_min",
-                "must be greater than raft.heartbeat_interval",
+                &format!(
+                    "{:?} must be greater than `raft.heartbeat_interval` ({:?})",
+                    r.election_timeout_min, r.heartbeat_interval
+                ),
             );
         }
         if r.election_timeout_max <= r.election_timeout_min {
             return invalid(
                 "raft.election_timeout_max",
-                "must be greater than raft.election_timeout_min",
+                &format!(
+                    "{:?} must be greater than `raft.election_timeout_min` ({:?})",
+                    r.election_timeout_max, r.election_timeout_min
+                ),
             );
         }
         if r.snapshot_after_logs == 0 {

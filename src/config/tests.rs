@@ -191,3 +191,71 @@ fn bad_values_name_the_key() {
     .expect_err("unknown keys are rejected");
     assert!(err.to_string().contains("no_such_key"), "{err}");
 }
+
+fn load_err(pairs: &[(&str, &str)]) -> String {
+    Settings::load(Sources {
+        env: env(pairs),
+        ..Default::default()
+    })
+    .expect_err("must fail")
+    .to_string()
+}
+
+#[test]
+fn errors_show_what_a_valid_value_looks_like() {
+    let e = load_err(&[("OPENRAFT_MEMORY__STORAGE__MODE", "bogus")]);
+    assert!(
+        e.contains("storage.mode") && e.contains("`memory`, `disk`"),
+        "{e}"
+    );
+    let e = load_err(&[("OPENRAFT_MEMORY__DISCOVERY__MODE", "consul")]);
+    assert!(e.contains("`static`, `dns`"), "{e}");
+    let e = load_err(&[("OPENRAFT_MEMORY__LOG__FORMAT", "xml")]);
+    assert!(e.contains("`text`, `json`"), "{e}");
+    let e = load_err(&[("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "5")]);
+    assert!(
+        e.contains("raft.write_timeout") && e.contains("`5s`, `250ms`"),
+        "{e}"
+    );
+    let e = load_err(&[("OPENRAFT_MEMORY__HTTP__ADDR", "localhost:8080")]);
+    assert!(e.contains("http.addr") && e.contains("not `localhost`"), "{e}");
+    let e = load_err(&[("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MIN", "5s")]);
+    assert!(
+        e.contains("raft.election_timeout_max")
+            && e.contains("1.6s")
+            && e.contains("raft.election_timeout_min")
+            && e.contains("5s"),
+        "both keys and both values: {e}"
+    );
+    // Upper case values of a choice are accepted, as a user would expect.
+    let s = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY__STORAGE__MODE", "Memory")]),
+        ..Default::default()
+    })
+    .expect("case does not matter");
+    assert_eq!(s.storage.mode, StorageMode::Memory);
+}
+
+#[test]
+fn an_unknown_environment_variable_of_ours_is_named_and_a_look_alike_is_warned_about() {
+    let e = load_err(&[("OPENRAFT_MEMORY__HTTP__ADRR", "127.0.0.1:1")]);
+    assert!(
+        e.contains("OPENRAFT_MEMORY__HTTP__ADRR") && e.contains("addr, max_body_bytes"),
+        "{e}"
+    );
+    let e = load_err(&[("OPENRAFT_MEMORY__HTTPS__ADDR", "127.0.0.1:1")]);
+    assert!(e.contains("no section `https`"), "{e}");
+    let s = Settings::load(Sources {
+        env: env(&[("OPENRAFT_MEMORY_HTTP_ADDR", "127.0.0.1:1")]),
+        ..Default::default()
+    })
+    .expect("a look-alike is not an error");
+    assert_eq!(s.http.addr.to_string(), "127.0.0.1:8080", "and it is not applied");
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("OPENRAFT_MEMORY_HTTP_ADDR") && w.contains("double underscores")),
+        "{:?}",
+        s.warnings
+    );
+}

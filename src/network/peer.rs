@@ -108,6 +108,8 @@ pub struct PeerStatus {
     pub node_id: NodeId,
     /// True once it belongs to a cluster (it has voters).
     pub initialized: bool,
+    /// True once it began shutting down.
+    pub shutting_down: bool,
 }
 
 impl PeerClients {
@@ -198,6 +200,7 @@ impl PeerClients {
         Ok(PeerStatus {
             node_id: resp.node_id,
             initialized: resp.initialized,
+            shutting_down: resp.shutting_down,
         })
     }
 

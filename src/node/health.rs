@@ -33,6 +33,8 @@ pub struct NodeStatus {
     pub voters: Vec<NodeId>,
     /// The current term.
     pub term: u64,
+    /// True once this node began shutting down.
+    pub shutting_down: bool,
 }
 
 /// A snapshot of membership and progress, for `GET /cluster`.
@@ -137,6 +139,7 @@ impl RaftNode {
                 .and_then(|l| membership.get_node(&l).cloned().map(|n| (l, n))),
             voters,
             term: m.current_term,
+            shutting_down: self.is_shutting_down(),
         }
     }
 

@@ -346,7 +346,7 @@ async fn a_second_process_cannot_open_a_locked_data_dir() {
         first.data_dir().display().to_string(),
     ]);
     second.start();
-    assert_eq!(second.wait_exit(Duration::from_secs(10)).await, Some(1));
+    assert_eq!(second.wait_exit(Duration::from_secs(10)).await, Some(2));
     let log = std::fs::read_to_string(&second.log).expect("log");
     assert!(log.contains("in use by another process"), "{log}");
     assert!(first.is_running() && first.ready().await);

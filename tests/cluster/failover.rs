@@ -121,6 +121,33 @@ async fn sigterm_to_the_leader_moves_leadership_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_whole_cluster_does_not_wait_for_a_hand_over_nobody_can_take() {
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    for n in &c.nodes {
+        n.signal("TERM");
+    }
+    for n in &mut c.nodes {
+        assert_eq!(
+            n.wait_exit(Duration::from_secs(25)).await,
+            Some(0),
+            "{} exits cleanly",
+            n.name
+        );
+    }
+    let log = std::fs::read_to_string(&c.nodes[leader].log).expect("log");
+    assert!(
+        log.contains("no other voter can take over"),
+        "the leader saw its followers stopping and did not wait for a hand-over:\n{log}"
+    );
+    assert!(
+        !log.contains("leadership did not move before the deadline"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_without_quorum_fail_fast_with_503_and_unavailable() {
     let mut c = Cluster::new(3, env(&[("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "2s")]));
     c.start_all();

@@ -92,7 +92,7 @@ async fn single_node_without_peers_initialises_itself() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let req = tonic_reflection::pb::v1::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -106,10 +106,35 @@ async fn single_node_without_peers_initialises_itself() {
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
         panic!("unexpected reflection answer");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    let mut served: Vec<String> = openraft_memory::server::CLIENT_SERVICES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    served.sort();
+    assert_eq!(names, served, "exactly what the client port serves (no RaftPeer)");
+
+    // v1alpha too (older grpcurl, Evans, grpcio-reflection), down to a symbol's file.
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as AlphaClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let mut alpha = AlphaClient::new(channel);
+    let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(AlphaRequest::FileContainingSymbol(
+            "openraft_memory.v1.StudentService".into(),
+        )),
+    };
+    let mut stream = alpha
+        .server_reflection_info(futures::stream::iter(vec![req]))
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
+    let resp = stream.message().await.expect("message").expect("one response");
     assert!(
-        names.contains(&"openraft_memory.v1.StudentService".to_string()),
-        "{names:?}"
+        matches!(resp.message_response, Some(AlphaResponse::FileDescriptorResponse(f)) if !f.file_descriptor_proto.is_empty()),
+        "v1alpha answers a symbol lookup"
     );
 }
 
@@ -131,6 +156,20 @@ async fn three_nodes_started_together_form_exactly_one_cluster() {
         c.nodes[leader].name, "db-0",
         "ordinal 0 bootstraps and leads first"
     );
+    // A normal formation warns about nothing: peers not started yet and the first election
+    // are expected, not an operator's concern.
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(&n.log).expect("log");
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && l.contains("openraft_memory"))
+            .collect();
+        assert!(
+            warnings.is_empty(),
+            "{} warned during formation: {warnings:#?}",
+            n.name
+        );
+    }
 }
 
 /// A peer that accepts connections but never answers (a paused or partitioned process looks

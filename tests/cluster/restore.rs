@@ -11,8 +11,8 @@ use super::durable::all_records;
 use crate::util::{Cluster, Node, client as http, fresh_ip, json_student, wait_for};
 
 /// A backup taken from one cluster seeds a new three-node cluster through its ordinal 0,
-/// and every member ends up with every record; a damaged backup stops start-up with a
-/// message naming the file.
+/// and every member ends up with every record; other ordinals ignore the setting; a damaged
+/// backup stops start-up with a message naming the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_seeds_a_new_cluster_and_a_damaged_one_is_refused() {
     let mut source = Node::new("source", fresh_ip(), vec![], vec![]);
@@ -48,6 +48,12 @@ async fn a_backup_seeds_a_new_cluster_and_a_damaged_one_is_refused() {
     cluster.nodes[0]
         .args
         .extend(["--restore-from".to_owned(), backup.display().to_string()]);
+    // The same setting reaching every pod (the chart's `restore`): the other ordinals never
+    // read the file, so one that is absent on their machine does not stop them.
+    let absent = dir.path().join("not-on-this-node.snapshot");
+    cluster.nodes[1]
+        .args
+        .extend(["--restore-from".to_owned(), absent.display().to_string()]);
     cluster.start_all();
     cluster.wait_stable(&[0, 1, 2], 3).await;
     for n in &cluster.nodes {
@@ -71,7 +77,7 @@ async fn a_backup_seeds_a_new_cluster_and_a_damaged_one_is_refused() {
         .extend(["--restore-from".to_owned(), bad.display().to_string()]);
     refused.start();
     let code = refused.wait_exit(Duration::from_secs(10)).await;
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     let log = std::fs::read_to_string(&refused.log).expect("log");
     assert!(
         log.contains("damaged.snapshot") && log.contains("checksum"),
