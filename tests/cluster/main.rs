@@ -246,3 +246,22 @@ async fn ordinal_zero_waits_for_a_silent_peer_before_bootstrapping() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_said_once_and_exits_2() {
+    let ip = fresh_ip();
+    let mut first = Node::new("first", ip, vec![], vec![]);
+    first.start();
+    first.wait_ready().await;
+    let mut second = Node::new("second", ip, vec![], vec![]);
+    second.start();
+    assert_eq!(second.wait_exit(Duration::from_secs(10)).await, Some(2));
+    let log = std::fs::read_to_string(&second.log).expect("log");
+    assert_eq!(
+        log.matches("Address already in use").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert!(log.contains("cannot listen"), "{log}");
+    assert!(first.ready().await, "the first node keeps serving");
+}
