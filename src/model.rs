@@ -88,6 +88,53 @@ pub enum ValidationError {
     /// The score is outside 0–100.
     #[error("`score` must be between 0 and {MAX_SCORE}, got {0}")]
     ScoreOutOfRange(f32),
+    /// The name has leading or trailing white space (a client edge stores it trimmed).
+    #[error("`name` must be trimmed")]
+    NameUntrimmed,
+    /// A batch holds more commands than a node proposes together, or another batch.
+    #[error("a batch must hold 1 to {max} plain commands, got {got}")]
+    Batch {
+        /// The most a batch may hold (`raft.max_batch_writes`).
+        max: usize,
+        /// What it held (or, for a nested batch, its position).
+        got: usize,
+    },
+}
+
+impl Command {
+    /// Checks a command that arrived from elsewhere (a forwarded write) as the client edges
+    /// check theirs: every record valid and stored as validation would store it, and a batch
+    /// no larger than `max_batch` and flat. The state machine applies whatever is committed,
+    /// so this is the last place to refuse.
+    pub fn validate(&self, max_batch: usize) -> Result<(), ValidationError> {
+        let record = |s: &Student| {
+            let valid = Student::validated(s.id, &s.name, s.score)?;
+            if valid.name != s.name {
+                // Untrimmed: what a client edge would have stored differs from what came.
+                return Err(ValidationError::NameUntrimmed);
+            }
+            Ok(())
+        };
+        match self {
+            Command::Create(s) | Command::Update(s) => record(s),
+            Command::Delete(id) => validate_id(*id).map(|_| ()),
+            Command::Batch(cmds) => {
+                if cmds.is_empty() || cmds.len() > max_batch {
+                    return Err(ValidationError::Batch {
+                        max: max_batch,
+                        got: cmds.len(),
+                    });
+                }
+                cmds.iter().try_for_each(|c| match c {
+                    Command::Batch(_) => Err(ValidationError::Batch {
+                        max: max_batch,
+                        got: cmds.len(),
+                    }),
+                    plain => plain.validate(max_batch),
+                })
+            }
+        }
+    }
 }
 
 /// Checks an id.
@@ -135,6 +182,35 @@ pub fn ordinal_of(name: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn forwarded_commands_are_checked_like_client_ones() {
+        let ok = Student::validated(1, "Ada", 50.0).expect("valid");
+        assert!(Command::Create(ok.clone()).validate(4).is_ok());
+        let bad = |s: Student| Command::Update(s).validate(4).expect_err("refused");
+        let mut nan = ok.clone();
+        nan.score = f32::NAN;
+        assert_eq!(bad(nan), ValidationError::ScoreNotFinite);
+        let mut padded = ok.clone();
+        padded.name = " Ada ".into();
+        assert_eq!(bad(padded), ValidationError::NameUntrimmed);
+        let mut zero = ok.clone();
+        zero.id = 0;
+        assert_eq!(bad(zero), ValidationError::Id(0));
+        assert!(Command::Delete(-1).validate(4).is_err());
+        let batch = |n: usize| Command::Batch(vec![Command::Delete(1); n]);
+        assert!(batch(4).validate(4).is_ok());
+        assert_eq!(
+            batch(5).validate(4),
+            Err(ValidationError::Batch { max: 4, got: 5 })
+        );
+        assert!(batch(0).validate(4).is_err(), "an empty batch");
+        let nested = Command::Batch(vec![Command::Delete(1), batch(1)]);
+        assert!(nested.validate(4).is_err(), "a batch inside a batch");
+        let hidden = Command::Batch(vec![Command::Delete(1), Command::Delete(0)]);
+        assert_eq!(hidden.validate(4), Err(ValidationError::Id(0)));
+    }
+
     use super::*;
 
     #[test]

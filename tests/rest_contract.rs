@@ -126,6 +126,7 @@ async fn every_bad_input_is_problem_json_with_the_right_status_and_changes_nothi
         ("delete of an unknown id", Method::DELETE, "/students/99", None, "", 404),
         ("removal of an unknown member", Method::DELETE, "/cluster/members/99", None, "", 404),
         ("unknown route", Method::GET, "/nowhere", None, "", 404),
+        ("a method the route does not serve", Method::PATCH, "/students/7", JSON, "{}", 405),
     ];
     for (what, method, uri, ct, body, want) in cases {
         let answer = call(&app, method.clone(), uri, *ct, body).await;
@@ -166,5 +167,36 @@ async fn a_node_without_a_leader_refuses_writes_and_reads_as_retryable_503s() {
         status,
         StatusCode::SERVICE_UNAVAILABLE,
         "not ready without a leader"
+    );
+}
+
+#[tokio::test]
+async fn custom_methods_do_not_create_metric_series() {
+    let server = node(true).await;
+    let app = router(server.node().clone());
+    for i in 0..20 {
+        let method = Method::from_bytes(format!("CUSTOM{i}").as_bytes()).expect("method");
+        let (status, ct, _) = call(&app, method, "/students", None, "").await;
+        assert!(status.is_client_error(), "{status}");
+        assert_eq!(ct, "application/problem+json");
+    }
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).expect("request"))
+        .await
+        .expect("metrics");
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec(),
+    )
+    .expect("utf-8");
+    assert!(!text.contains("CUSTOM"), "a client-chosen method became a label");
+    assert!(
+        text.contains(r#"method="other""#),
+        "custom methods are counted as `other`"
     );
 }

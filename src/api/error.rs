@@ -26,6 +26,9 @@ pub enum ApiError {
     /// No such record or member.
     #[error("{0}")]
     NotFound(String),
+    /// The route exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The record exists already.
     #[error("{0}")]
     AlreadyExists(String),
@@ -69,6 +72,12 @@ impl ApiError {
                 false,
             ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found", false),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                false,
+            ),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already-exists", "Already exists", false),
             ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -145,6 +154,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::PayloadTooLarge(_) => Code::ResourceExhausted,
             ApiError::UnsupportedMediaType(_) => Code::InvalidArgument,
             ApiError::NotFound(_) | ApiError::Node(N::UnknownMember(_)) => Code::NotFound,
+            ApiError::MethodNotAllowed(_) => Code::Unimplemented,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             // Nothing was applied: marked, so clients know a retry is safe.
             ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => {

@@ -189,6 +189,9 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         crate::telemetry::extract_into(&request, &span);
         let req = request.into_inner();
         let cmd = Command::try_from(req.command.ok_or(MissingField("command")).map_err(bad)?).map_err(bad)?;
+        // A peer's command gets the client edges' checks: the state machine applies anything.
+        cmd.validate(self.node.settings().raft.max_batch_writes)
+            .map_err(|e| Status::invalid_argument(format!("forwarded write refused: {e}")))?;
         let result = self
             .node
             .write_local(cmd, deadline)

@@ -32,9 +32,26 @@ pub fn router(node: RaftNode) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
+}
+
+/// A bounded metric label for a request method: any client can send a custom method, and
+/// each distinct label value is a new time series.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// Records request metrics by route template and bounds the handling time.
@@ -43,11 +60,12 @@ async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Resp
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let method_label = method_label(&method);
     let m = node.metrics();
     // A drop guard: a request whose client went away is still timed.
     let _timer = m
         .http_request_duration
-        .with_label_values(&[method.as_str(), route])
+        .with_label_values(&[method_label, route])
         .start_timer();
     let timeout = node.settings().http.request_timeout;
     let resp = match tokio::time::timeout(timeout, next.run(req)).await {
@@ -58,7 +76,7 @@ async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Resp
         .into_response(),
     };
     m.http_requests_total
-        .with_label_values(&[method.as_str(), route, resp.status().as_str()])
+        .with_label_values(&[method_label, route, resp.status().as_str()])
         .inc();
     if resp.status().is_server_error() {
         let detail = resp
@@ -324,6 +342,10 @@ async fn metrics(State(node): State<RaftNode>) -> Response {
         node.metrics().render(),
     )
         .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} does not accept {}", req.uri().path(), req.method()))
 }
 
 async fn not_found(req: Request) -> ApiError {

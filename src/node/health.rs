@@ -100,7 +100,10 @@ impl RaftNode {
         c.at = Some(Instant::now());
         c.leader = Some(leader);
         if let Some(idx) = leader_commit {
-            self.inner.leader_commit.fetch_max(idx, Ordering::Relaxed);
+            // The latest report, not the greatest ever: one absurd value from the wire
+            // (u64::MAX) must not hold readiness down until a restart; the next heartbeat
+            // replaces it.
+            self.inner.leader_commit.store(idx, Ordering::Relaxed);
         }
     }
 

@@ -312,3 +312,56 @@ async fn raft_rpcs_for_another_node_id_are_refused() {
     // The node kept serving.
     assert!(node.ready().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_gets_the_client_checks_and_changes_nothing_when_refused() {
+    use openraft_memory::pb::peer::raft_peer_client::RaftPeerClient;
+    use openraft_memory::pb::peer::{self, command::Op};
+    let mut node = Node::new("solo", fresh_ip(), vec![], vec![]);
+    node.start();
+    node.wait_ready().await;
+    let mut peer_client = RaftPeerClient::connect(format!("http://{}:{}", node.ip, crate::util::RAFT_PORT))
+        .await
+        .expect("peer connect");
+    let student = |id, name: &str, score| client::Student {
+        id,
+        name: name.into(),
+        score,
+    };
+    let write = |op| peer::ClientWriteRequest {
+        command: Some(peer::Command { op: Some(op) }),
+    };
+    let refused = [
+        ("NaN score", write(Op::Create(student(1, "a", f32::NAN)))),
+        ("score above 100", write(Op::Create(student(1, "a", 1000.0)))),
+        ("blank name", write(Op::Create(student(1, "  ", 1.0)))),
+        ("untrimmed name", write(Op::Update(student(1, " a ", 1.0)))),
+        ("id zero", write(Op::Delete(0))),
+        (
+            "a batch larger than raft.max_batch_writes",
+            write(Op::Batch(peer::CommandBatch {
+                commands: vec![
+                    peer::Command {
+                        op: Some(Op::Delete(1))
+                    };
+                    100_000
+                ],
+            })),
+        ),
+    ];
+    for (what, req) in refused {
+        let err = peer_client.client_write(req).await.expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+    }
+    let (_, page) = get_json(format!("{}/students", node.http())).await;
+    assert_eq!(
+        page["students"].as_array().map(Vec::len),
+        Some(0),
+        "nothing was applied: {page}"
+    );
+    let ok = peer_client
+        .client_write(write(Op::Create(student(1, "Ada", 1.0))))
+        .await
+        .expect("a valid forwarded write");
+    assert!(ok.into_inner().result.is_some());
+}
