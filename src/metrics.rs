@@ -48,6 +48,8 @@ pub struct Metrics {
     pub students: IntGauge,
     /// REST requests by method, route template and status.
     pub http_requests_total: IntCounterVec,
+    /// Requests or connections refused by a limit, by reason.
+    pub rejected_total: IntCounterVec,
     /// REST latency by method and route template.
     pub http_request_duration: HistogramVec,
     /// Client gRPC requests by method and status code.
@@ -196,6 +198,12 @@ impl Metrics {
             lease_confirmations: read_confirmations.with_label_values(&["lease"]),
             heartbeat_confirmations: read_confirmations.with_label_values(&["heartbeat"]),
             write_batch_size,
+            rejected_total: counter_vec(
+                r,
+                "rejected_total",
+                "Requests or connections refused by a limit, by reason",
+                &["reason"],
+            ),
             raft_node_id: gauge(r, "raft_node_id", "This node's Raft node id"),
             raft_term: gauge(r, "raft_term", "Current Raft term"),
             raft_state: gauge_vec(

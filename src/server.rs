@@ -262,11 +262,17 @@ impl Server {
         let grpc_task = tokio::spawn(grpc_server);
 
         let app = crate::api::rest::router(node.clone());
-        let http = axum::serve::ListenerExt::tap_io(self.http, |tcp: &mut tokio::net::TcpStream| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let http_server = axum::serve(http, app).with_graceful_shutdown(wait_for(stop_clients.clone()));
-        let http_task = tokio::spawn(async move { http_server.await });
+        let limits = crate::api::listen::Limits {
+            header_read_timeout: node.settings().http.header_read_timeout,
+            max_connections: node.settings().http.max_connections,
+        };
+        let http_task = tokio::spawn(crate::api::listen::serve(
+            self.http,
+            app,
+            limits,
+            node.metrics().clone(),
+            wait_for(stop_clients.clone()),
+        ));
 
         let formation = tokio::spawn(crate::cluster::form(node.clone(), stop_clients.clone()));
         let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));

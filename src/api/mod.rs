@@ -5,6 +5,7 @@
 pub mod error;
 mod extract;
 pub mod grpc;
+pub mod listen;
 pub mod peer;
 pub mod rest;
 

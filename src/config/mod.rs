@@ -107,6 +107,11 @@ pub struct HttpSettings {
     /// Upper bound on one request's handling time.
     #[serde(deserialize_with = "parse::duration")]
     pub request_timeout: Duration,
+    /// Time a client has to send a request's headers.
+    #[serde(deserialize_with = "parse::duration")]
+    pub header_read_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
 }
 
 /// Client gRPC listener settings.
@@ -393,6 +398,12 @@ impl Settings {
         }
         if r.max_batch_writes == 0 {
             return invalid("raft.max_batch_writes", "must be at least 1");
+        }
+        if self.http.header_read_timeout.is_zero() {
+            return invalid("http.header_read_timeout", "must be greater than zero");
+        }
+        if self.http.max_connections == 0 {
+            return invalid("http.max_connections", "must be at least 1");
         }
         if self.http.max_body_bytes < 64 {
             return invalid("http.max_body_bytes", "must be at least 64 bytes");

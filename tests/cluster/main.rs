@@ -7,6 +7,7 @@ mod api;
 mod durable;
 mod failover;
 mod k8s;
+mod limits;
 mod metrics;
 mod observability;
 mod perf;
