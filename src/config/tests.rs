@@ -240,7 +240,8 @@ fn errors_show_what_a_valid_value_looks_like() {
 fn an_unknown_environment_variable_of_ours_is_named_and_a_look_alike_is_warned_about() {
     let e = load_err(&[("OPENRAFT_MEMORY__HTTP__ADRR", "127.0.0.1:1")]);
     assert!(
-        e.contains("OPENRAFT_MEMORY__HTTP__ADRR") && e.contains("addr, max_body_bytes"),
+        e.contains("OPENRAFT_MEMORY__HTTP__ADRR")
+            && e.contains("settings in `http`: addr, header_read_timeout"),
         "{e}"
     );
     let e = load_err(&[("OPENRAFT_MEMORY__HTTPS__ADDR", "127.0.0.1:1")]);
