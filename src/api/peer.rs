@@ -156,10 +156,24 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             Vote::try_from(header.vote.ok_or(MissingField("header.vote")).map_err(bad)?).map_err(bad)?;
         let meta = SnapshotMeta::try_from(header.meta.ok_or(MissingField("header.meta")).map_err(bad)?)
             .map_err(bad)?;
+        let cap = self.node.settings().raft.max_snapshot_bytes;
         let mut data = Vec::new();
         while let Some(chunk) = stream.next().await {
             match chunk?.kind {
-                Some(peer::snapshot_chunk::Kind::Data(bytes)) => data.extend_from_slice(&bytes),
+                Some(peer::snapshot_chunk::Kind::Data(bytes)) => {
+                    if (data.len() as u64).saturating_add(bytes.len() as u64) > cap {
+                        self.node
+                            .metrics()
+                            .rejected_total
+                            .with_label_values(&["snapshot_size"])
+                            .inc();
+                        return Err(Status::resource_exhausted(format!(
+                            "snapshot {} is larger than raft.max_snapshot_bytes ({cap} bytes)",
+                            meta.snapshot_id
+                        )));
+                    }
+                    data.extend_from_slice(&bytes);
+                }
                 _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
             }
         }

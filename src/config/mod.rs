@@ -145,6 +145,8 @@ pub struct RaftSettings {
     pub snapshot_after_logs: u64,
     /// Entries kept behind a snapshot.
     pub logs_to_keep: u64,
+    /// Largest snapshot accepted from a peer, in bytes.
+    pub max_snapshot_bytes: u64,
     /// Deadline for a client write to commit.
     #[serde(deserialize_with = "parse::duration")]
     pub write_timeout: Duration,
@@ -386,6 +388,9 @@ impl Settings {
                     r.election_timeout_max, r.election_timeout_min
                 ),
             );
+        }
+        if r.max_snapshot_bytes < 1 << 20 {
+            return invalid("raft.max_snapshot_bytes", "must be at least 1 MiB (1048576)");
         }
         if r.snapshot_after_logs == 0 {
             return invalid("raft.snapshot_after_logs", "must be at least 1");

@@ -1,5 +1,6 @@
 //! Limits on the REST port against real sockets: clients that never finish their headers
-//! (slowloris) are cut off while others are served, and the connection cap holds.
+//! (slowloris) are cut off while others are served, and the connection cap holds; and on
+//! the peer port, a snapshot stream larger than `raft.max_snapshot_bytes`.
 
 use std::time::Duration;
 
@@ -102,4 +103,82 @@ async fn slow_clients_are_cut_off_while_others_are_served_and_the_connection_cap
         timeouts.is_some_and(|n| n >= 70.0),
         "every slow client counted: {timeouts:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_stream_over_the_cap_is_refused_and_changes_nothing() {
+    use openraft_memory::pb::peer::raft_peer_client::RaftPeerClient;
+    use openraft_memory::pb::peer::{self, snapshot_chunk::Kind};
+    let mut node = Node::new(
+        "solo",
+        fresh_ip(),
+        vec![],
+        env(&[("OPENRAFT_MEMORY__RAFT__MAX_SNAPSHOT_BYTES", "1048576")]),
+    );
+    node.start();
+    node.wait_ready().await;
+    let r = http()
+        .post(format!("{}/students", node.http()))
+        .json(&crate::util::json_student(1, "Ada", 1.0))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 201);
+    let id = node.cluster().await.expect("cluster")["node"]["id"]
+        .as_u64()
+        .expect("id");
+
+    let header = peer::SnapshotChunk {
+        kind: Some(Kind::Header(peer::SnapshotHeader {
+            vote: Some(peer::Vote {
+                leader_id: Some(peer::LeaderId { term: 99, node_id: 7 }),
+                committed: true,
+            }),
+            meta: Some(peer::SnapshotMeta {
+                last_log_id: None,
+                last_membership: Some(peer::StoredMembership {
+                    log_id: None,
+                    membership: Some(peer::Membership::default()),
+                }),
+                snapshot_id: "forged".into(),
+            }),
+        })),
+    };
+    // 2 MiB in 64 KiB chunks against a 1 MiB cap.
+    let data = (0..32).map(|_| peer::SnapshotChunk {
+        kind: Some(Kind::Data(vec![0u8; 64 << 10])),
+    });
+    let mut req = tonic::Request::new(futures::stream::iter(std::iter::once(header).chain(data)));
+    req.metadata_mut()
+        .insert("x-raft-target-node", id.to_string().parse().expect("ascii"));
+    let mut peer_client = RaftPeerClient::connect(format!("http://{}:{}", node.ip, crate::util::RAFT_PORT))
+        .await
+        .expect("peer connect");
+    let err = peer_client.install_snapshot(req).await.expect_err("over the cap");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("raft.max_snapshot_bytes"), "{err:?}");
+
+    assert!(node.ready().await, "the node keeps serving");
+    let body: serde_json::Value = http()
+        .get(format!("{}/students/1", node.http()))
+        .send()
+        .await
+        .expect("read")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["name"], "Ada", "the record is intact");
+    let text = http()
+        .get(format!("{}/metrics", node.http()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    let n = value(
+        &samples(&text),
+        r#"openraft_memory_rejected_total{reason="snapshot_size"}"#,
+    );
+    assert_eq!(n, Some(1.0));
 }
