@@ -229,6 +229,11 @@ async fn backup(State(node): State<RaftNode>) -> Result<Response, ApiError> {
             ApiError::Node(crate::node::NodeError::Internal(format!(
                 "backup task failed: {e}"
             )))
+        })?
+        .map_err(|e| {
+            ApiError::Node(crate::node::NodeError::Internal(format!(
+                "cannot take a backup: {e}"
+            )))
         })?;
     let (records, len, index) = (backup.records(), backup.len, backup.index);
     tracing::info!(records, bytes = len, index, "backup taken; streaming it");

@@ -81,7 +81,12 @@ impl Inner {
                 if self.last_purged < Some(log_id) {
                     self.last_purged = Some(log_id);
                 }
-                self.log = self.log.split_off(&(log_id.index + 1));
+                // Checked: an index of u64::MAX (a damaged journal, a forged snapshot)
+                // purges everything rather than overflowing.
+                match log_id.index.checked_add(1) {
+                    Some(next) => self.log = self.log.split_off(&next),
+                    None => self.log.clear(),
+                }
             }
             LogOp::Vote(v) => self.vote = Some(v),
             LogOp::Committed(c) => self.committed = c,
@@ -285,6 +290,19 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
+
+    #[test]
+    fn purging_up_to_the_largest_index_empties_the_log_instead_of_overflowing() {
+        let mut inner = Inner::default();
+        let log_id = |index| openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
+        inner.apply(LogOp::Append(Entry {
+            log_id: log_id(5),
+            payload: openraft::EntryPayload::Blank,
+        }));
+        inner.apply(LogOp::PurgeUpto(log_id(u64::MAX)));
+        assert!(inner.log.is_empty());
+        assert_eq!(inner.last_purged, Some(log_id(u64::MAX)));
+    }
     use crate::model::{Command, Student};
 
     fn entry(term: u64, index: u64) -> Entry {

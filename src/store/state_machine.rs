@@ -154,7 +154,7 @@ impl StateMachineStore {
 
     /// A consistent copy of the applied state, to be written out in snapshot-file form
     /// (the backup format) by [`Backup::chunks`]. Taking it is O(1) under the lock.
-    pub fn backup(&self) -> Backup {
+    pub fn backup(&self) -> Result<Backup, DiskError> {
         let (meta, students) = {
             let data = self.read();
             (backup_meta(&data), data.students.clone())
@@ -171,13 +171,13 @@ impl StateMachineStore {
             crc.update(&buf);
             data_len += buf.len();
         }
-        let prefix = disk::snapshot_prefix(&meta, data_len, &crc);
-        Backup {
+        let prefix = disk::snapshot_prefix(&meta, data_len, &crc)?;
+        Ok(Backup {
             len: (prefix.len() + data_len) as u64,
             index: meta.last_log_id.map_or(0, |l| l.index),
             prefix,
             students,
-        }
+        })
     }
 
     /// Read access to the applied state. Hold it briefly: applying waits for it.
@@ -427,9 +427,10 @@ mod tests {
                 })
                 .collect();
             sm.write().students = students.clone();
-            let whole = disk::encode_snapshot(&backup_meta(&sm.read()), &encode_students(&students));
+            let whole = disk::encode_snapshot(&backup_meta(&sm.read()), &encode_students(&students))
+                .expect("small enough");
             for chunk in [1, 100, 64 << 10] {
-                let backup = sm.backup();
+                let backup = sm.backup().expect("small enough");
                 assert_eq!((backup.records(), backup.len), (n as usize, whole.len() as u64));
                 // Writes after the copy do not reach it.
                 sm.write().students.insert(-1, student(-1));
@@ -439,7 +440,15 @@ mod tests {
             }
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("backup");
-            std::fs::write(&path, sm.backup().chunks(1000).flatten().collect::<Vec<u8>>()).expect("write");
+            std::fs::write(
+                &path,
+                sm.backup()
+                    .expect("small enough")
+                    .chunks(1000)
+                    .flatten()
+                    .collect::<Vec<u8>>(),
+            )
+            .expect("write");
             let back = read_backup(&path).expect("reads back");
             assert_eq!(back, students.values().cloned().collect::<Vec<_>>());
         }

@@ -210,6 +210,7 @@ fn write_backup(path: &std::path::Path, n: i64) {
     }
     .encode_to_vec();
     let file =
-        openraft_memory::store::disk::encode_snapshot(&openraft_memory::SnapshotMeta::default(), &data);
+        openraft_memory::store::disk::encode_snapshot(&openraft_memory::SnapshotMeta::default(), &data)
+            .expect("a small backup");
     std::fs::write(path, file).expect("write backup");
 }

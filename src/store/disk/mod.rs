@@ -67,6 +67,14 @@ pub enum DiskError {
         /// The data directory.
         dir: PathBuf,
     },
+    /// Data too large for the on-disk format (its frames record lengths in 32 bits).
+    #[error("{what} is {bytes} bytes; the snapshot format holds at most 4 GiB per frame")]
+    TooLarge {
+        /// What was to be written.
+        what: &'static str,
+        /// Its size.
+        bytes: u64,
+    },
     /// A file's content is damaged (not a torn tail: that is repaired).
     #[error("{path} is corrupted at byte {offset}: {problem}")]
     Corrupt {

@@ -15,18 +15,27 @@ use crate::pb::{peer, storage};
 const SNAPSHOT_MAGIC: &[u8; 8] = b"ORMSNAP1";
 
 /// A snapshot file's content: the meta and the encoded records.
-pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+pub fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, DiskError> {
     let mut crc = crc32fast::Hasher::new();
     crc.update(data);
-    let mut out = snapshot_prefix(meta, data.len(), &crc);
+    let mut out = snapshot_prefix(meta, data.len(), &crc)?;
     out.extend_from_slice(data);
-    out
+    Ok(out)
 }
 
 /// Everything in a snapshot file before the encoded records: magic, header frame, and the
 /// records frame's length and checksum, given the records' length and a hasher fed with
 /// exactly their bytes. Lets a backup be streamed without holding the records' encoding.
-pub fn snapshot_prefix(meta: &SnapshotMeta, data_len: usize, data_crc: &crc32fast::Hasher) -> Vec<u8> {
+/// Refuses records over 4 GiB rather than writing a wrong length (the frame's is 32 bits).
+pub fn snapshot_prefix(
+    meta: &SnapshotMeta,
+    data_len: usize,
+    data_crc: &crc32fast::Hasher,
+) -> Result<Vec<u8>, DiskError> {
+    let len = u32::try_from(data_len).map_err(|_| DiskError::TooLarge {
+        what: "the snapshot's records",
+        bytes: data_len as u64,
+    })?;
     let header = storage::SnapshotFileHeader {
         meta: Some(peer::SnapshotMeta::from(meta)),
     }
@@ -34,14 +43,14 @@ pub fn snapshot_prefix(meta: &SnapshotMeta, data_len: usize, data_crc: &crc32fas
     let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 * FRAME_HEADER + header.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
     frame(&header, &mut out);
-    let len = (data_len as u32).to_le_bytes();
+    let len = len.to_le_bytes();
     // The same checksum `frame` computes, crc32(len ‖ data), from the data's hasher.
     let mut crc = crc32fast::Hasher::new();
     crc.update(&len);
     crc.combine(data_crc);
     out.extend_from_slice(&len);
     out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out
+    Ok(out)
 }
 
 /// Checks and splits a snapshot file's content; `path` names it in errors.
@@ -79,7 +88,7 @@ pub fn decode_snapshot(path: &Path, bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u
 
 /// Writes the current snapshot atomically.
 pub fn write_snapshot(path: &Path, meta: &SnapshotMeta, data: &[u8]) -> Result<(), DiskError> {
-    write_atomically(path, &encode_snapshot(meta, data))
+    write_atomically(path, &encode_snapshot(meta, data)?)
 }
 
 /// Reads the current snapshot, if there is one.
@@ -94,6 +103,25 @@ pub fn read_snapshot(path: &Path) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Dis
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_over_four_gib_are_refused_not_written_with_a_wrong_length() {
+        let too_big = u32::MAX as usize + 1;
+        let e = snapshot_prefix(&SnapshotMeta::default(), too_big, &crc32fast::Hasher::new())
+            .expect_err("refused");
+        assert!(
+            matches!(e, DiskError::TooLarge { bytes, .. } if bytes == too_big as u64),
+            "{e}"
+        );
+        assert!(
+            snapshot_prefix(
+                &SnapshotMeta::default(),
+                u32::MAX as usize,
+                &crc32fast::Hasher::new()
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn snapshot_files_round_trip_and_damage_is_named() {
