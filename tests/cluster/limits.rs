@@ -20,6 +20,18 @@ async fn slow_client(node: &Node) -> TcpStream {
     s
 }
 
+/// The node's Prometheus exposition.
+async fn metrics_text(node: &Node) -> String {
+    http()
+        .get(format!("{}/metrics", node.http()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// True once the server closed `s` (EOF or reset) within `limit`.
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     let mut buf = [0u8; 1024];
@@ -87,14 +99,7 @@ async fn slow_clients_are_cut_off_while_others_are_served_and_the_connection_cap
         "served again once the slow connections are gone"
     );
 
-    let text = http()
-        .get(format!("{}/metrics", node.http()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let text = metrics_text(&node).await;
     let s = samples(&text);
     let connections = value(&s, r#"openraft_memory_rejected_total{reason="connections"}"#);
     let timeouts = value(&s, r#"openraft_memory_rejected_total{reason="header_timeout"}"#);
@@ -168,14 +173,7 @@ async fn a_snapshot_stream_over_the_cap_is_refused_and_changes_nothing() {
         .await
         .expect("json");
     assert_eq!(body["name"], "Ada", "the record is intact");
-    let text = http()
-        .get(format!("{}/metrics", node.http()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    let text = metrics_text(&node).await;
     let n = value(
         &samples(&text),
         r#"openraft_memory_rejected_total{reason="snapshot_size"}"#,
