@@ -14,9 +14,11 @@ LABEL org.opencontainers.image.title="openraft-memory" \
       org.opencontainers.image.description="A Raft-replicated store of student records" \
       org.opencontainers.image.source="https://github.com/openraft-memory/openraft-memory" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0"
+# The peer port stays on loopback: a lone container needs no peers, and a node refuses a
+# reachable peer port without peer TLS (or tls.peer.insecure). The compose file and the
+# Helm chart set OPENRAFT_MEMORY__RAFT__ADDR=0.0.0.0:50052 together with TLS.
 ENV OPENRAFT_MEMORY__HTTP__ADDR=0.0.0.0:8080 \
-    OPENRAFT_MEMORY__GRPC__ADDR=0.0.0.0:50051 \
-    OPENRAFT_MEMORY__RAFT__ADDR=0.0.0.0:50052
+    OPENRAFT_MEMORY__GRPC__ADDR=0.0.0.0:50051
 EXPOSE 8080 50051 50052
 USER 65532:65532
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s CMD ["/openraft-memory", "probe", "ready"]

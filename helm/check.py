@@ -153,6 +153,53 @@ def check_restore(objs):
         fail("restore.enabled without a Secret or claim must fail to render")
 
 
+def check_plaintext(objs, manifests):
+    """Without peer TLS the config says insecure (or the node refuses 0.0.0.0) and NOTES warn."""
+    sts = find(objs, "StatefulSet")
+    config = find(objs, "ConfigMap", sts["metadata"]["name"])["data"]["config.toml"]
+    if "insecure = true" not in config:
+        fail(f"without tls.peer.enabled the config must set tls.peer.insecure:\n{config}")
+    if "WARNING: tls.peer.enabled is false" not in manifests.get("openraft-memory/templates/NOTES.txt", ""):
+        fail("NOTES.txt must warn when the peer port is plaintext")
+    probe = sts["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+    if probe.get("scheme") != "HTTP":
+        fail(f"plaintext REST needs HTTP probes: {probe}")
+
+
+def check_security(objs):
+    """TLS from cert-manager on both ports and tokens: mounts, config paths, probes, names."""
+    sts = find(objs, "StatefulSet")
+    name = sts["metadata"]["name"]
+    config = find(objs, "ConfigMap", name)["data"]["config.toml"]
+    for needle in ['cert = "/etc/openraft-memory/tls/peer/tls.crt"', 'ca = "/etc/openraft-memory/tls/peer/ca.crt"',
+                   'cert = "/etc/openraft-memory/tls/client/tls.crt"', 'ca = "/etc/openraft-memory/tls/client/ca.crt"',
+                   'tokens_file = "/etc/openraft-memory/auth/tokens"', "anonymous_metrics = false"]:
+        if needle not in config:
+            fail(f"security values: config.toml lacks `{needle}`:\n{config}")
+    if "insecure = true" in config:
+        fail("with peer TLS the config must not say insecure")
+    pod = sts["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for vol, path in [("tls-peer", "/etc/openraft-memory/tls/peer"), ("tls-client", "/etc/openraft-memory/tls/client"),
+                      ("auth", "/etc/openraft-memory/auth")]:
+        if vol not in mounts or mounts[vol]["mountPath"] != path or not mounts[vol].get("readOnly"):
+            fail(f"volume {vol} must be mounted read-only at {path}: {mounts.get(vol)}")
+    if volumes["tls-peer"]["secret"]["secretName"] != f"{name}-tls" or volumes["auth"]["secret"]["secretName"] != "db-tokens":
+        fail(f"TLS from cert-manager's Secret, tokens from auth.existingSecret: {volumes}")
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
+        if pod["containers"][0][probe]["httpGet"].get("scheme") != "HTTPS":
+            fail(f"{probe} must use HTTPS when client TLS is on")
+    cert = find(objs, "Certificate")
+    headless = find(objs, "Service", f"{name}-headless")["metadata"]["name"] if any(
+        o["kind"] == "Service" and o["metadata"]["name"] == f"{name}-headless" for o in objs) else None
+    dns = cert["spec"]["dnsNames"]
+    if not any(d.startswith("*.") and ".svc." in d for d in dns) or name not in dns:
+        fail(f"the Certificate must name every pod (a wildcard under the headless Service) and the client Service: {dns} ({headless})")
+    if cert["spec"]["issuerRef"]["name"] != "db-ca" or cert["spec"]["secretName"] != f"{name}-tls":
+        fail(f"Certificate issuer and Secret: {cert['spec']}")
+
+
 def validate(path):
     for version in KUBE_VERSIONS:
         out = subprocess.run(
@@ -180,7 +227,7 @@ def main():
             if problems:
                 fail(f"helm lint --strict ({label}, {version}): {problems}")
 
-    text, _ = render(None)
+    text, manifests_default = render(None)
     header = "# Rendered from helm/openraft-memory with default values (release openraft-memory,\n# namespace default). Regenerate: python3 helm/check.py --update\n"
     rendered_default = header + "---\n" + text
     if update:
@@ -192,14 +239,17 @@ def main():
     check_facts(default_objs, 3)
     check_persistence(default_objs, False)
     kinds = sorted(o["kind"] for o in default_objs)
-    if "ServiceMonitor" in kinds or "NetworkPolicy" in kinds:
+    if "ServiceMonitor" in kinds or "Certificate" in kinds:
         fail(f"optional objects rendered by default: {kinds}")
+    find(default_objs, "NetworkPolicy")
+    check_plaintext(default_objs, manifests_default)
 
     ci_text, manifests = render(ci_values)
     ci_objs = objects(ci_text)
     check_facts(ci_objs, 5)
     check_persistence(ci_objs, True)
     check_restore(ci_objs)
+    check_security(ci_objs)
     for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"]:
         find(ci_objs, kind)
     rule = find(ci_objs, "PrometheusRule")
@@ -218,7 +268,7 @@ def main():
         for name, body in [("default.yaml", text), ("ci.yaml", ci_text)]:
             path = pathlib.Path(tmp) / name
             # CRDs (ServiceMonitor, PrometheusRule) have no bundled schema: validate the rest.
-            core = [d for d in yaml.safe_load_all(body) if d and not d["apiVersion"].startswith("monitoring.coreos.com")]
+            core = [d for d in yaml.safe_load_all(body) if d and not d["apiVersion"].startswith(("monitoring.coreos.com", "cert-manager.io"))]
             path.write_text(yaml.safe_dump_all(core))
             validate(path)
     print(f"helm check passed: lint (strict, {', '.join(KUBE_VERSIONS)}), render (default, ci-values), "

@@ -34,6 +34,7 @@ mod node;
 pub mod pb;
 pub mod probe;
 mod quorum;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod telemetry;

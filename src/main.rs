@@ -26,6 +26,92 @@ enum Cmd {
     Probe(ProbeArgs),
     /// Load a running cluster and report throughput and latency percentiles.
     Bench(Box<openraft_memory::bench::BenchArgs>),
+    /// Make a development CA, a certificate per node and (with --tokens) a tokens file.
+    #[command(
+        after_help = "Example: openraft-memory certs --out ./dev-tls --names node-0,node-1,node-2 --tokens\n\
+        Then: OPENRAFT_MEMORY__TLS__PEER__CERT=./dev-tls/node-0.crt ...__KEY=./dev-tls/node-0.key \
+        ...__CA=./dev-tls/ca.crt (and the same for tls.client), auth.tokens_file=./dev-tls/tokens.\n\
+        Not for production: the CA key is written next to the certificates."
+    )]
+    Certs(CertsArgs),
+    /// Print a new bearer token and the line that grants it a role in auth.tokens_file.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct CertsArgs {
+    /// Directory to write ca.crt, ca.key, NAME.crt and NAME.key into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Comma-separated node names; each certificate names its node, localhost and loopback.
+    #[arg(long, value_delimiter = ',', required = true)]
+    names: Vec<String>,
+    /// Further names every certificate carries (e.g. *.db.default.svc.cluster.local).
+    #[arg(long, value_delimiter = ',')]
+    san: Vec<String>,
+    /// Also write a tokens file and one token per role (admin, write, read, metrics).
+    #[arg(long)]
+    tokens: bool,
+    /// Do nothing if OUT already holds ca.crt (a one-shot container run at every start).
+    #[arg(long)]
+    if_missing: bool,
+    /// Give the files to UID:GID (e.g. 65532:65532, the image's user).
+    #[arg(long, value_parser = parse_owner)]
+    chown: Option<(u32, u32)>,
+}
+
+fn parse_owner(raw: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = raw.split_once(':').ok_or("expected UID:GID, e.g. 65532:65532")?;
+    let id = |s: &str| s.parse::<u32>().map_err(|_| format!("`{s}` is not a numeric id"));
+    Ok((id(uid)?, id(gid)?))
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// The role the token grants.
+    #[arg(long, value_parser = ["read", "write", "admin", "metrics"])]
+    role: String,
+    /// A name for the token (shown in logs and 403 answers).
+    #[arg(long)]
+    name: String,
+}
+
+fn run_certs(args: &CertsArgs) -> ExitCode {
+    use openraft_memory::security::certs::{DevSetOptions, write_dev_set};
+    if args.if_missing && args.out.join("ca.crt").exists() {
+        println!("{} holds a CA already; nothing written", args.out.display());
+        return ExitCode::SUCCESS;
+    }
+    let options = DevSetOptions {
+        sans: args.san.clone(),
+        tokens: args.tokens,
+        owner: args.chown,
+    };
+    match write_dev_set(&args.out, &args.names, &options) {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("openraft-memory certs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_token(args: &TokenArgs) -> ExitCode {
+    use openraft_memory::security::auth;
+    let token = auth::new_token();
+    println!("token: {token}");
+    println!(
+        "line for auth.tokens_file: {} {} {}",
+        auth::hash_token(&token),
+        args.role,
+        args.name
+    );
+    ExitCode::SUCCESS
 }
 
 #[derive(Args, Debug)]
@@ -39,12 +125,18 @@ struct ProbeArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3)]
     timeout_secs: u64,
+    /// Speak HTTPS (the default when OPENRAFT_MEMORY__TLS__CLIENT__CERT is set, as in the
+    /// node's own container).
+    #[arg(long, env = "OPENRAFT_MEMORY_PROBE_TLS")]
+    tls: bool,
 }
 
 async fn run_probe(args: ProbeArgs) -> ExitCode {
     let path = if args.what == "live" { "/livez" } else { "/readyz" };
     let timeout = std::time::Duration::from_secs(args.timeout_secs);
-    match openraft_memory::probe::probe(&args.addr, path, timeout).await {
+    let tls =
+        args.tls || std::env::var("OPENRAFT_MEMORY__TLS__CLIENT__CERT").is_ok_and(|v| !v.trim().is_empty());
+    match openraft_memory::probe::probe(&args.addr, path, timeout, tls).await {
         Ok(body) => {
             println!("{body}");
             ExitCode::SUCCESS
@@ -228,6 +320,8 @@ fn main() -> ExitCode {
         Some(Cmd::Serve(a)) => *a,
         Some(Cmd::Probe(p)) => return with_runtime(default_runtime(), run_probe(p)),
         Some(Cmd::Bench(b)) => return with_runtime(default_runtime(), run_bench(&b)),
+        Some(Cmd::Certs(c)) => return run_certs(&c),
+        Some(Cmd::Token(t)) => return run_token(&t),
         None => cli.serve,
     };
     let settings = match Settings::load(Sources {

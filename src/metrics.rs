@@ -72,6 +72,29 @@ pub struct Metrics {
     pub log_sync_records: Histogram,
     /// Disk mode: time to write and sync one group of journal records.
     pub log_sync_duration: Histogram,
+    /// Loads of the security files by part (`peer`, `client`, `tokens`) and result.
+    pub security_reloads_total: IntCounterVec,
+    /// Expiry (Unix seconds) of the certificates in use, by file.
+    pub certificate_expiry: IntGaugeVec,
+    /// TLS handshakes that failed, by listener (`peer`, `http`, `grpc`).
+    pub tls_handshake_failures_total: IntCounterVec,
+    /// Requests refused by authorization, by port and reason.
+    pub auth_denied_total: IntCounterVec,
+}
+
+impl crate::security::Observer for Metrics {
+    fn reloaded(&self, part: &'static str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.security_reloads_total
+            .with_label_values(&[part, result])
+            .inc();
+    }
+
+    fn expires(&self, file: &std::path::Path, not_after: i64) {
+        self.certificate_expiry
+            .with_label_values(&[file.display().to_string().as_str()])
+            .set(not_after);
+    }
 }
 
 impl crate::store::disk::SyncObserver for Metrics {
@@ -274,6 +297,30 @@ impl Metrics {
                 "peer_rpc_duration_seconds",
                 "Outgoing peer RPC latency by RPC and peer name",
                 &["rpc", "peer"],
+            ),
+            security_reloads_total: counter_vec(
+                r,
+                "security_reloads_total",
+                "Loads of the TLS and tokens files by part (peer, client, tokens) and result",
+                &["part", "result"],
+            ),
+            certificate_expiry: gauge_vec(
+                r,
+                "certificate_expiry_timestamp_seconds",
+                "When the certificates in use expire (Unix seconds; the earliest in each file)",
+                &["file"],
+            ),
+            tls_handshake_failures_total: counter_vec(
+                r,
+                "tls_handshake_failures_total",
+                "TLS handshakes that failed (no or untrusted certificate, plaintext, timeout), by listener",
+                &["listener"],
+            ),
+            auth_denied_total: counter_vec(
+                r,
+                "auth_denied_total",
+                "Requests refused by authorization, by port (rest, grpc, peer) and reason",
+                &["port", "reason"],
             ),
             registry,
         }

@@ -12,6 +12,8 @@ use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api::accept::incoming;
+use crate::api::authz::GrpcLayer;
 use crate::api::grpc::StudentGrpc;
 use crate::api::peer::PeerService;
 use crate::config::{ConfigError, Settings, StorageMode};
@@ -23,6 +25,7 @@ use crate::network::{PeerClients, PeerNetwork};
 use crate::node::{NodeParts, RaftNode};
 use crate::pb::client::student_service_server::StudentServiceServer;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
+use crate::security::Security;
 use crate::store::disk::DataDir;
 use crate::store::{LogStore, StateMachineStore};
 use crate::{NodeId, Raft};
@@ -49,6 +52,9 @@ pub enum ServerError {
     /// Disk storage could not be opened (the message names the file).
     #[error("storage: {0}")]
     Storage(#[from] crate::store::disk::DiskError),
+    /// A certificate, key or tokens file could not be loaded.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// OpenRaft refused to start.
     #[error("raft failed to start: {0}")]
     Raft(String),
@@ -76,14 +82,6 @@ pub struct Server {
     pub raft_addr: SocketAddr,
     /// Disk mode: the locked data directory, released when the server stops.
     data_dir: Option<DataDir>,
-}
-
-/// Accepted connections with Nagle's algorithm off. gRPC writes a response as several small
-/// frames (headers, data, trailers); with Nagle on, the later ones wait for the peer's
-/// delayed ACK — a 40 ms stall on every replication round trip. tonic only sets this on
-/// listeners it binds itself, and we bind ours earlier (to fail fast on a busy port).
-fn no_delay(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -180,10 +178,19 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         }
     };
     let discovery = Discovery::from_settings(&settings, &member.addr).map_err(ServerError::Discovery)?;
+    let security = Security::load(
+        settings.tls.clone(),
+        settings.auth.clone(),
+        Box::new(metrics.clone()),
+    )?;
+    if settings.tls.peer.insecure && !security.peer_tls() {
+        tracing::warn!(raft_addr = %settings.raft.addr, "tls.peer.insecure: the peer port is plaintext and unauthenticated; anyone who reaches it can join, remove members or overwrite the log");
+    }
     let peers = PeerClients::new(
         settings.raft.rpc_timeout,
         metrics.clone(),
         discovery.resolver().clone(),
+        security.clone(),
     );
     let lease = Arc::new(crate::lease::LeaderLease::default());
     let network = PeerNetwork {
@@ -206,6 +213,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         discovery,
         settings,
         metrics,
+        security,
     });
     Ok(Server {
         node,
@@ -235,13 +243,32 @@ impl Server {
         let (stop_clients_tx, stop_clients) = watch::channel(false);
         let (stop_peer_tx, stop_peer) = watch::channel(false);
 
+        let security = node.security().clone();
+        let metrics = node.metrics().clone();
+        let peer_tls = {
+            let security = security.clone();
+            move || security.peer().map(|p| p.server)
+        };
+        let client_tls = {
+            let security = security.clone();
+            move || security.client()
+        };
+        let handshake_timeout = node.settings().http.header_read_timeout;
+        let peer_incoming = incoming(
+            self.peer,
+            peer_tls,
+            node.settings().raft.rpc_timeout,
+            "peer",
+            metrics.clone(),
+        );
         let peer_server = tonic::transport::Server::builder()
             .add_service(
                 RaftPeerServer::new(PeerService::new(node.clone()))
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
             )
-            .serve_with_incoming_shutdown(no_delay(self.peer), wait_for(stop_peer.clone()));
+            .serve_with_incoming_shutdown(peer_incoming, wait_for(stop_peer.clone()));
+        let reloader = tokio::spawn(security.clone().watch(stop_peer.clone()));
         let peer_task = tokio::spawn(peer_server);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -253,12 +280,20 @@ impl Server {
         // Python's grpcio-reflection only v1alpha.
         let reflection_v1 = client_reflection().build_v1().map_err(reflection_err)?;
         let reflection_v1alpha = client_reflection().build_v1alpha().map_err(reflection_err)?;
+        let grpc_incoming = incoming(
+            self.grpc,
+            client_tls.clone(),
+            handshake_timeout,
+            "grpc",
+            metrics.clone(),
+        );
         let grpc_server = tonic::transport::Server::builder()
+            .layer(GrpcLayer::new(security.clone(), metrics.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(StudentServiceServer::new(StudentGrpc::new(node.clone())))
-            .serve_with_incoming_shutdown(no_delay(self.grpc), wait_for(stop_clients.clone()));
+            .serve_with_incoming_shutdown(grpc_incoming, wait_for(stop_clients.clone()));
         let grpc_task = tokio::spawn(grpc_server);
 
         let app = crate::api::rest::router(node.clone());
@@ -271,6 +306,7 @@ impl Server {
             app,
             limits,
             node.metrics().clone(),
+            client_tls,
             wait_for(stop_clients.clone()),
         ));
 
@@ -310,6 +346,7 @@ impl Server {
         }
         let _ = stop_peer_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(1), peer_task).await;
+        reloader.abort();
         tracing::info!(elapsed = ?started.elapsed(), "shutdown complete");
         Ok(())
     }

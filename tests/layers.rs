@@ -8,7 +8,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["model", "quorum"],
     &["config", "pb", "lease"],
-    &["store", "discovery", "telemetry"],
+    &["store", "discovery", "telemetry", "security"],
     &["metrics"],
     &["network"],
     &["node"],

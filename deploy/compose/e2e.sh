@@ -42,7 +42,7 @@ cleanup() {
     "${compose[@]}" logs --tail 40 2>&1 | tail -120 || true
   fi
   "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
-  rm -rf "$ctx"
+  rm -rf "$ctx" "${tls:-}"
   exit $status
 }
 trap cleanup EXIT
@@ -57,17 +57,29 @@ wait_healthy() {
     sleep 1
   done
 }
+# TLS and tokens are on by default: the CA and tokens come out of the `tls` volume.
+tls=$(mktemp -d)
+token=""
+c() { curl -s --cacert "$tls/ca.crt" -H "Authorization: Bearer ${TOKEN:-$token}" "$@"; }
 post() { # port id -> http status
-  curl -s -o /dev/null -w '%{http_code}' -XPOST "http://127.0.0.1:$1/students" \
+  c -o /dev/null -w '%{http_code}' -XPOST "https://127.0.0.1:$1/students" \
     -H 'content-type: application/json' -d "{\"id\":$2,\"name\":\"e2e\",\"score\":50}"
 }
-get_status() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/students/$2${3:-}"; }
-voters() { curl -s "http://127.0.0.1:$1/cluster" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["voters"]))'; }
+get_status() { c -o /dev/null -w '%{http_code}' "https://127.0.0.1:$1/students/$2${3:-}"; }
+voters() { c "https://127.0.0.1:$1/cluster" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["voters"]))'; }
 
-step "up (3 nodes)"
+step "up (3 nodes, TLS and tokens from the certs service)"
 "${compose[@]}" up -d --no-build node-0 node-1 node-2 >/dev/null
 for s in node-0 node-1 node-2; do wait_healthy "$s"; done
+for f in ca.crt admin.token read.token; do docker cp "$(container node-0):/tls/$f" "$tls/$f"; done
+token=$(cat "$tls/admin.token")
 [ "$(voters 18080)" = 3 ] || fail "expected 3 voters"
+
+step "plaintext, a missing token and a read-only token are refused"
+[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/livez)" != 200 ] || fail "plaintext HTTP answered"
+[ "$(TOKEN=none post 18080 99)" = 401 ] || fail "unknown token not refused with 401"
+[ "$(TOKEN=$(cat "$tls/read.token") post 18080 99)" = 403 ] || fail "read token could write"
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$tls/ca.crt" https://127.0.0.1:18080/readyz)" = 200 ] || fail "readiness must be anonymous"
 
 step "write and read through the published REST ports"
 [ "$(post 18080 1)" = 201 ] || fail "write through node-0"

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::model::ValidationError;
 use crate::node::NodeError;
+use crate::security::auth::Denied;
 
 /// Why a client request failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,9 @@ pub enum ApiError {
     /// The cluster could not serve the request.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// Authorization refused the request.
+    #[error(transparent)]
+    Denied(#[from] Denied),
 }
 
 /// An RFC 9457 problem details object.
@@ -79,6 +83,15 @@ impl ApiError {
                 false,
             ),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already-exists", "Already exists", false),
+            ApiError::Denied(Denied::Unauthenticated(_)) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+                false,
+            ),
+            ApiError::Denied(Denied::Forbidden { .. }) => {
+                (StatusCode::FORBIDDEN, "forbidden", "Forbidden", false)
+            }
             ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-leader",
@@ -130,6 +143,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"openraft-memory\""),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -156,6 +175,8 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound(_) | ApiError::Node(N::UnknownMember(_)) => Code::NotFound,
             ApiError::MethodNotAllowed(_) => Code::Unimplemented,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::Denied(Denied::Unauthenticated(_)) => Code::Unauthenticated,
+            ApiError::Denied(Denied::Forbidden { .. }) => Code::PermissionDenied,
             // Nothing was applied: marked, so clients know a retry is safe.
             ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => {
                 return crate::pb::not_applied(e.to_string());

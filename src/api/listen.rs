@@ -2,6 +2,8 @@
 //! a header-read timeout (without a timer hyper never enforces one, so a client sending
 //! headers a byte at a time holds its connection forever: slowloris) and a cap on open
 //! connections. Built on hyper-util's connection builder, as `axum::serve` itself is.
+//! With a certificate the listener speaks HTTPS (the handshake shares the header-read
+//! timeout), and every request carries the connection's [`ConnInfo`] for authorization.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::accept::{self, ConnInfo};
 use crate::metrics::Metrics;
 
 /// The limits one listener enforces.
@@ -33,6 +36,7 @@ pub async fn serve(
     app: Router,
     limits: Limits,
     metrics: Metrics,
+    tls: impl Fn() -> Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -62,13 +66,21 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
-        let _ = tcp.set_nodelay(true);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let metrics = metrics.clone();
+        let (builder, app, metrics, watcher) =
+            (builder.clone(), app.clone(), metrics.clone(), graceful.watcher());
+        let tls = tls();
         tokio::spawn(async move {
+            let Some(conn) = accept::handshake(tcp, tls, limits.header_read_timeout, "http", &metrics).await
+            else {
+                return;
+            };
+            let info: ConnInfo = conn.info().clone();
+            let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(app, info));
+            let conn = watcher.watch(
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(conn), service)
+                    .into_owned(),
+            );
             if let Err(e) = conn.await {
                 // A client that sent no headers in time is the one failure worth counting.
                 let text = e.to_string();

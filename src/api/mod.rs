@@ -2,6 +2,8 @@
 //! ([`peer`]). All call [`crate::node::RaftNode`] and map failures through
 //! [`error::ApiError`] exactly once each (problem+json, `Status`).
 
+pub mod accept;
+pub mod authz;
 pub mod error;
 mod extract;
 pub mod grpc;

@@ -10,11 +10,13 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::accept::ConnInfo;
 use crate::model::Command;
 use crate::node::{NodeError, NodeStatus, RaftNode};
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::{MissingField, peer};
 use crate::pb::{TARGET_NODE_HEADER, not_applied};
+use crate::security::tls::host_of;
 use crate::{Entry, Snapshot, SnapshotMeta, Vote};
 
 /// Serves the peer protocol for one node.
@@ -59,6 +61,86 @@ impl PeerService {
     }
 }
 
+/// Which peers an RPC accepts, once peer TLS is on (the CA check is the handshake's).
+#[derive(Debug, Clone, Copy)]
+enum Peer<'a> {
+    /// A member of the cluster (by a certificate naming a member's host, or an allowed
+    /// name): Raft RPCs, forwarded writes, read points, removals.
+    Member(&'static str),
+    /// A node claiming `addr` for itself: its certificate must name that host.
+    Claiming(&'a str),
+}
+
+impl PeerService {
+    /// Binds a peer's certificate to its place in the membership, so node-2's valid
+    /// certificate cannot speak for node-1 or for a node that is not a member.
+    fn authorize<T>(&self, request: &Request<T>, peer: Peer<'_>) -> Result<(), Status> {
+        let security = self.node.security();
+        if !security.peer_tls() {
+            return Ok(());
+        }
+        let info = request.extensions().get::<ConnInfo>();
+        let remote = info.and_then(|c| c.remote);
+        let deny = |reason: &str, status: Status| {
+            self.node
+                .metrics()
+                .auth_denied_total
+                .with_label_values(&["peer", reason])
+                .inc();
+            tracing::warn!(?remote, error = %status.message(), "peer request refused");
+            Err(status)
+        };
+        let cert = info.and_then(|c| c.cert.clone());
+        let Some(cert) = cert else {
+            return deny(
+                "unauthenticated",
+                Status::unauthenticated("peer TLS: no client certificate was presented"),
+            );
+        };
+        match peer {
+            Peer::Claiming(addr) => {
+                let host = host_of(addr);
+                if cert.names_host(host) {
+                    return Ok(());
+                }
+                deny(
+                    "forbidden",
+                    Status::permission_denied(format!(
+                        "certificate `{}` does not name `{host}`: a node may join only under an address its certificate names",
+                        cert.identity()
+                    )),
+                )
+            }
+            Peer::Member(rpc) => {
+                let allowed = security.allowed_peer_names();
+                if cert.names.iter().any(|n| allowed.contains(n)) {
+                    return Ok(());
+                }
+                let known = {
+                    let metrics = self.node.raft().metrics();
+                    let metrics = metrics.borrow();
+                    let membership = metrics.membership_config.membership();
+                    let mut members = membership.nodes().peekable();
+                    // A node that has no log yet knows no members: its first leader is
+                    // accepted on the CA alone (it has nothing to protect until it holds
+                    // entries).
+                    members.peek().is_none() || members.any(|(_, m)| cert.names_host(host_of(&m.addr)))
+                };
+                if known {
+                    return Ok(());
+                }
+                deny(
+                    "forbidden",
+                    Status::permission_denied(format!(
+                        "{rpc} refused: certificate `{}` names no member of this cluster",
+                        cert.identity()
+                    )),
+                )
+            }
+        }
+    }
+}
+
 fn bad(e: MissingField) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -76,6 +158,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
     ) -> Result<Response<peer::VoteResponse>, Status> {
         // A restarted (empty) node must not vote in its predecessor's name: that would let a
         // candidate that lacks committed entries win an election.
+        self.authorize(&request, Peer::Member("Vote"))?;
         self.check_target(&request)?;
         let req = request.into_inner();
         let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
@@ -98,6 +181,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<peer::AppendEntriesRequest>,
     ) -> Result<Response<peer::AppendEntriesResponse>, Status> {
+        self.authorize(&request, Peer::Member("AppendEntries"))?;
         self.check_target(&request)?;
         let req = request.into_inner();
         let vote = Vote::try_from(req.vote.ok_or(MissingField("vote")).map_err(bad)?).map_err(bad)?;
@@ -141,6 +225,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<Streaming<peer::SnapshotChunk>>,
     ) -> Result<Response<peer::SnapshotResponse>, Status> {
+        self.authorize(&request, Peer::Member("InstallSnapshot"))?;
         self.check_target(&request)?;
         let mut stream = request.into_inner();
         let first = stream
@@ -197,6 +282,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<peer::ClientWriteRequest>,
     ) -> Result<Response<peer::ClientWriteResponse>, Status> {
+        self.authorize(&request, Peer::Member("forwarded write"))?;
         let deadline = Instant::now() + self.node.settings().raft.write_timeout;
         // Continue the forwarding node's trace: one write, one trace, across both nodes.
         let span = tracing::info_span!("forwarded_client_write");
@@ -219,8 +305,9 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
 
     async fn read_index(
         &self,
-        _request: Request<peer::ReadIndexRequest>,
+        request: Request<peer::ReadIndexRequest>,
     ) -> Result<Response<peer::ReadIndexResponse>, Status> {
+        self.authorize(&request, Peer::Member("ReadIndex"))?;
         let index = self.node.read_index_local().await.map_err(error_to_status)?;
         Ok(Response::new(peer::ReadIndexResponse { index }))
     }
@@ -229,6 +316,13 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<peer::JoinRequest>,
     ) -> Result<Response<peer::JoinResponse>, Status> {
+        let claimed = request
+            .get_ref()
+            .member
+            .as_ref()
+            .map(|m| m.addr.clone())
+            .unwrap_or_default();
+        self.authorize(&request, Peer::Claiming(&claimed))?;
         let req = request.into_inner();
         let member = req.member.ok_or(MissingField("member")).map_err(bad)?;
         if member.name.is_empty() || member.addr.is_empty() {
@@ -248,6 +342,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         &self,
         request: Request<peer::RemoveMemberRequest>,
     ) -> Result<Response<peer::RemoveMemberResponse>, Status> {
+        self.authorize(&request, Peer::Member("RemoveMember"))?;
         self.node
             .remove_member(request.into_inner().node_id)
             .await

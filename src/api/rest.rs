@@ -34,6 +34,7 @@ pub fn router(node: RaftNode) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(node.clone(), super::authz::rest))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
 }

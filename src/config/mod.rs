@@ -13,6 +13,9 @@ use serde::Deserialize;
 use crate::model::ordinal_of;
 
 mod parse;
+mod security;
+
+pub use security::{AuthSettings, ClientTls, PeerTls, TlsSettings};
 
 /// The built-in defaults, as TOML: the README's config table is generated from the same keys.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
@@ -53,6 +56,10 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// The async runtime.
     pub runtime: RuntimeSettings,
+    /// TLS on the peer and client ports.
+    pub tls: TlsSettings,
+    /// Authorization on the client ports.
+    pub auth: AuthSettings,
     /// What loading noticed but did not refuse (look-alike environment variables), for the
     /// log once logging is set up.
     #[serde(skip)]
@@ -338,6 +345,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("cluster.peers")
+                .with_list_parse_key("tls.peer.allowed_names")
                 .try_parsing(true)
                 .source(Some(env)),
         );
@@ -435,6 +443,7 @@ impl Settings {
                 ),
             );
         }
+        security::validate(&self.tls, self.raft.addr)?;
         for p in &self.cluster.peers {
             if p.rsplit_once(':')
                 .and_then(|(_, port)| port.parse::<u16>().ok())

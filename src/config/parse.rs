@@ -61,15 +61,23 @@ pub fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<So
     parse_addr(&raw).map(Some).map_err(D::Error::custom)
 }
 
-/// Every dotted key the defaults define, with its section: what the environment may set.
+/// Every dotted leaf key the defaults define (`tls.peer.cert`): what the environment may set.
 pub fn known_keys(defaults: &config::Map<String, config::Value>) -> Vec<String> {
-    let mut keys = Vec::new();
-    for (section, value) in defaults {
-        match value.clone().into_table() {
-            Ok(table) => keys.extend(table.keys().map(|k| format!("{section}.{k}"))),
-            Err(_) => keys.push(section.clone()),
+    fn walk(prefix: &str, table: &config::Map<String, config::Value>, keys: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value.clone().into_table() {
+                Ok(inner) => walk(&key, &inner, keys),
+                Err(_) => keys.push(key),
+            }
         }
     }
+    let mut keys = Vec::new();
+    walk("", defaults, &mut keys);
     keys.sort();
     keys
 }

@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tonic::Status;
 
 use crate::discovery::HostResolver;
+use crate::security::Security;
 
 /// How often an idle or busy connection is pinged.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -51,13 +52,21 @@ struct Inner {
     port: u16,
     resolver: HostResolver,
     connect_timeout: Duration,
-    /// The live connection, if any. Held across a dial so concurrent callers share it.
-    conn: tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>,
+    /// Peer TLS, if on; its generation changes when the certificates are rotated.
+    security: Arc<Security>,
+    /// The live connection, if any, and the TLS generation it was dialled with. Held across
+    /// a dial so concurrent callers share it.
+    conn: tokio::sync::Mutex<Option<(h2::client::SendRequest<Bytes>, u64)>>,
 }
 
 impl PeerChannel {
     /// A channel to `addr` (host:port); nothing is dialled until the first call.
-    pub fn new(addr: &str, resolver: HostResolver, connect_timeout: Duration) -> Result<Self, Status> {
+    pub fn new(
+        addr: &str,
+        resolver: HostResolver,
+        connect_timeout: Duration,
+        security: Arc<Security>,
+    ) -> Result<Self, Status> {
         let authority: http::uri::Authority = addr
             .parse()
             .map_err(|e| Status::invalid_argument(format!("bad peer address `{addr}`: {e}")))?;
@@ -72,6 +81,7 @@ impl PeerChannel {
                 port,
                 resolver,
                 connect_timeout,
+                security,
                 conn: tokio::sync::Mutex::new(None),
             }),
         })
@@ -84,17 +94,25 @@ impl PeerChannel {
     /// A sender on the live connection, dialling one if there is none (or it died).
     async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
         let mut conn = self.inner.conn.lock().await;
-        if let Some(tx) = conn.as_ref() {
-            match tx.clone().ready().await {
-                Ok(tx) => return Ok(tx),
-                Err(e) => {
-                    tracing::debug!(peer = %self.addr(), error = %e, "peer connection closed; dialling again");
-                    *conn = None;
+        let generation = self.inner.security.peer_generation();
+        if let Some((tx, dialled_with)) = conn.as_ref() {
+            if *dialled_with != generation {
+                // Rotated certificates: new calls go over a new handshake; calls in flight
+                // finish on the old connection, which closes once they are done.
+                tracing::debug!(peer = %self.addr(), "peer TLS changed; dialling again");
+                *conn = None;
+            } else {
+                match tx.clone().ready().await {
+                    Ok(tx) => return Ok(tx),
+                    Err(e) => {
+                        tracing::debug!(peer = %self.addr(), error = %e, "peer connection closed; dialling again");
+                        *conn = None;
+                    }
                 }
             }
         }
         let tx = self.dial().await?;
-        *conn = Some(tx.clone());
+        *conn = Some((tx.clone(), generation));
         tx.ready().await.map_err(|e| unavailable(self.addr(), &e))
     }
 
@@ -126,11 +144,38 @@ impl PeerChannel {
         let stream = stream.ok_or_else(|| unavailable(addr, &last))?;
         // Small frames must not wait for the peer's delayed ACK (ARCHITECTURE.md).
         stream.set_nodelay(true).map_err(|e| unavailable(addr, &e))?;
+        let Some(tls) = inner.security.peer() else {
+            return self.handshake(stream).await;
+        };
+        let host = inner
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| {
+            Status::invalid_argument(format!(
+                "peer {addr}: `{host}` cannot be checked against a certificate: {e}"
+            ))
+        })?;
+        let connect = tokio_rustls::TlsConnector::from(tls.client).connect(name, stream);
+        let stream = tokio::time::timeout(inner.connect_timeout, connect)
+            .await
+            .map_err(|_| Status::unavailable(format!("TLS handshake with {addr} timed out")))?
+            .map_err(|e| unavailable(addr, &format_args!("TLS handshake failed: {e}")))?;
+        self.handshake(stream).await
+    }
+
+    /// Starts HTTP/2 on a connected stream (plain or TLS) and the tasks that drive it.
+    async fn handshake<T>(&self, stream: T) -> Result<h2::client::SendRequest<Bytes>, Status>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let addr = self.addr();
         let handshake = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake::<_, Bytes>(stream);
-        let (tx, mut connection) = tokio::time::timeout(inner.connect_timeout, handshake)
+        let (tx, mut connection) = tokio::time::timeout(self.inner.connect_timeout, handshake)
             .await
             .map_err(|_| Status::unavailable(format!("HTTP/2 handshake with {addr} timed out")))?
             .map_err(|e| unavailable(addr, &e))?;
@@ -353,7 +398,7 @@ mod tests {
 
     fn channel(addr: &str) -> PeerChannel {
         let resolver = HostResolver::new(None).expect("resolver");
-        PeerChannel::new(addr, resolver, Duration::from_secs(1)).expect("channel")
+        PeerChannel::new(addr, resolver, Duration::from_secs(1), Security::none()).expect("channel")
     }
 
     /// Sends `chunks` as one request body and returns what the server counted, plus the trailers.
@@ -440,7 +485,7 @@ mod tests {
     #[test]
     fn an_address_without_a_port_is_refused() {
         let resolver = HostResolver::new(None).expect("resolver");
-        let err = PeerChannel::new("db-0.db", resolver, Duration::from_secs(1))
+        let err = PeerChannel::new("db-0.db", resolver, Duration::from_secs(1), Security::none())
             .err()
             .expect("refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);

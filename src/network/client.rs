@@ -30,6 +30,7 @@ use crate::pb::TARGET_NODE_HEADER;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
+use crate::security::Security;
 use crate::{NodeId, Snapshot, TypeConfig, Vote};
 
 /// Wraps a peer message in a request addressed to `target`.
@@ -66,16 +67,23 @@ pub struct PeerClients {
     connect_timeout: Duration,
     metrics: Metrics,
     resolver: HostResolver,
+    security: Arc<Security>,
 }
 
 impl PeerClients {
     /// An empty pool; channels are created on first use and resolve names with `resolver`.
-    pub fn new(connect_timeout: Duration, metrics: Metrics, resolver: HostResolver) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        metrics: Metrics,
+        resolver: HostResolver,
+        security: Arc<Security>,
+    ) -> Self {
         PeerClients {
             channels: Arc::default(),
             connect_timeout,
             metrics,
             resolver,
+            security,
         }
     }
 
@@ -86,7 +94,12 @@ impl PeerClients {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let channel = PeerChannel::new(addr, self.resolver.clone(), self.connect_timeout)?;
+                let channel = PeerChannel::new(
+                    addr,
+                    self.resolver.clone(),
+                    self.connect_timeout,
+                    self.security.clone(),
+                )?;
                 channels.insert(addr.to_owned(), channel.clone());
                 channel
             }

@@ -23,6 +23,7 @@ use crate::lease::LeaderLease;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::PeerClients;
+use crate::security::Security;
 use crate::store::StateMachineStore;
 use crate::{NodeId, Raft};
 
@@ -54,6 +55,8 @@ pub struct NodeParts {
     pub settings: Arc<Settings>,
     /// The metrics.
     pub metrics: Metrics,
+    /// TLS material and tokens, re-read when their files change.
+    pub security: Arc<Security>,
 }
 
 /// The parts plus the node's own state. Derefs to its parts, so `inner.raft` reads well.
@@ -138,6 +141,11 @@ impl RaftNode {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// TLS material and tokens.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.inner.security
     }
 
     /// The peer channel pool.

@@ -49,3 +49,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 true
 {{- end -}}
 {{- end }}
+
+{{/* The Secret holding a port's certificate: its own, else cert-manager's. */}}
+{{- define "openraft-memory.tlsSecret" -}}
+{{- $port := index .root.Values.tls .port -}}
+{{- if $port.existingSecret -}}
+{{- $port.existingSecret -}}
+{{- else if .root.Values.tls.certManager.enabled -}}
+{{- include "openraft-memory.fullname" .root }}-tls
+{{- else -}}
+{{- fail (printf "tls.%s.enabled needs tls.%s.existingSecret or tls.certManager.enabled" .port .port) -}}
+{{- end -}}
+{{- end }}
