@@ -8,6 +8,9 @@
 #                                                kept across runs: delete it to start afresh)
 #        WORKER_THREADS=2 scripts/local-cluster.sh  (threads per node; default: the machine's
 #                                                    CPUs shared out, at least 1 each)
+#        TLS=1 scripts/local-cluster.sh  (mutual TLS between the nodes, HTTPS and gRPC TLS for
+#                                         clients, bearer tokens: a development CA, certificates
+#                                         and one token per role in target/local-cluster/tls/)
 set -euo pipefail
 n=${1:-3}
 cd "$(dirname "$0")/.."
@@ -30,18 +33,36 @@ stop() {
 }
 trap stop INT TERM EXIT
 mkdir -p target/local-cluster
+tls_dir=target/local-cluster/tls
+scheme=http
+curl_tls=()
+if [ "${TLS:-0}" = 1 ]; then
+  names=$(seq -s, -f 'node-%g' 0 $((n - 1)))
+  "$BIN" certs --out "$tls_dir" --names "$names" --tokens --if-missing >/dev/null
+  scheme=https
+  curl_tls=(--cacert "$tls_dir/ca.crt" -H "Authorization: Bearer $(cat "$tls_dir/admin.token")")
+fi
 for i in $(seq 0 $((n - 1))); do
+  tls_env=()
+  if [ "$scheme" = https ]; then
+    tls_env=(
+      OPENRAFT_MEMORY__TLS__PEER__CERT="$tls_dir/node-$i.crt" OPENRAFT_MEMORY__TLS__PEER__KEY="$tls_dir/node-$i.key"
+      OPENRAFT_MEMORY__TLS__PEER__CA="$tls_dir/ca.crt"
+      OPENRAFT_MEMORY__TLS__CLIENT__CERT="$tls_dir/node-$i.crt" OPENRAFT_MEMORY__TLS__CLIENT__KEY="$tls_dir/node-$i.key"
+      OPENRAFT_MEMORY__AUTH__TOKENS_FILE="$tls_dir/tokens"
+    )
+  fi
   storage=()
   if [ "${STORAGE:-memory}" = disk ]; then
     storage=(--storage disk --data-dir "target/local-cluster/node-$i")
   fi
-  "$BIN" serve --node-name "node-$i" "${storage[@]}" --worker-threads "$threads" \
+  env "${tls_env[@]}" "$BIN" serve --node-name "node-$i" "${storage[@]}" --worker-threads "$threads" \
     --http-addr "127.0.0.1:$((8080 + i))" \
     --grpc-addr "127.0.0.1:$((25051 + 10 * i))" \
     --raft-addr "127.0.0.1:$((25052 + 10 * i))" \
     --peers "$peers" >"target/local-cluster/node-$i.log" 2>&1 &
   pids+=($!)
-  echo "node-$i: REST http://127.0.0.1:$((8080 + i))  gRPC 127.0.0.1:$((25051 + 10 * i))  log target/local-cluster/node-$i.log"
+  echo "node-$i: REST $scheme://127.0.0.1:$((8080 + i))  gRPC 127.0.0.1:$((25051 + 10 * i))  log target/local-cluster/node-$i.log"
 done
 echo "waiting for all nodes to be ready (Ctrl-C stops the cluster)"
 # A node that dies (a port already taken, a bad flag) or never gets ready fails the script
@@ -57,7 +78,7 @@ for i in $(seq 0 $((n - 1))); do
     for j in $(seq 0 $((n - 1))); do
       kill -0 "${pids[$j]}" 2>/dev/null || fail "$j" "exited"
     done
-    if curl -sf "http://127.0.0.1:$((8080 + i))/readyz" >/dev/null 2>&1; then
+    if curl -sf "${curl_tls[@]}" "$scheme://127.0.0.1:$((8080 + i))/readyz" >/dev/null 2>&1; then
       ready=yes
       break
     fi
@@ -65,5 +86,9 @@ for i in $(seq 0 $((n - 1))); do
   done
   [ "$ready" = yes ] || fail "$i" "was not ready within 30 s"
 done
-curl -s http://127.0.0.1:8080/cluster && echo
+curl -s "${curl_tls[@]}" "$scheme://127.0.0.1:8080/cluster" && echo
+if [ "$scheme" = https ]; then
+  echo "TLS and tokens are on; e.g.:"
+  echo "  curl --cacert $tls_dir/ca.crt -H \"Authorization: Bearer \$(cat $tls_dir/admin.token)\" https://127.0.0.1:8080/cluster"
+fi
 wait

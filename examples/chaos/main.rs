@@ -234,6 +234,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    openraft_memory::security::tls::install_default_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

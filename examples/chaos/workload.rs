@@ -171,6 +171,7 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
         let local_reads = w.local_reads;
         let mut rng = StdRng::seed_from_u64(w.seed.wrapping_mul(1000).wrapping_add(client as u64));
         tasks.push(tokio::spawn(async move {
+            openraft_memory::security::tls::install_default_provider();
             let http = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
                 .build()

@@ -18,6 +18,12 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process-wide default provider, for libraries that build their own
+/// rustls configurations from it (reqwest in the tests and the chaos harness). Idempotent.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn bad(path: &Path, problem: impl std::fmt::Display) -> SecurityError {
     SecurityError::File {
         path: path.to_owned(),

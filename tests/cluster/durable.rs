@@ -39,6 +39,7 @@ impl Load {
             .map(|w| {
                 let (stop, acked, seen, urls) = (stop.clone(), acked.clone(), seen.clone(), urls.clone());
                 tokio::spawn(async move {
+                    openraft_memory::security::tls::install_default_provider();
                     let client = reqwest::Client::builder()
                         .timeout(Duration::from_secs(3))
                         .build()

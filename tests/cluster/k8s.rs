@@ -29,6 +29,7 @@ impl Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
+            openraft_memory::security::tls::install_default_provider();
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(8))
                 .build()

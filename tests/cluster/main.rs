@@ -1,7 +1,7 @@
 //! Cluster tests against real processes on loopback. This file: formation (a lone node,
 //! three started together, ordinal 0 waiting for a silent peer) and the helpers the
 //! modules share; [`api`], [`failover`], [`metrics`], [`durable`], [`k8s`],
-//! [`observability`], [`perf`], [`restore`] hold the rest.
+//! [`observability`], [`perf`], [`restore`], [`security`] hold the rest.
 
 mod api;
 mod durable;
@@ -12,7 +12,9 @@ mod metrics;
 mod observability;
 mod perf;
 mod restore;
+mod security;
 mod sts;
+mod tls;
 mod util;
 
 use std::time::{Duration, Instant};

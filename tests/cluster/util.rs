@@ -251,6 +251,7 @@ impl Drop for Node {
 }
 
 pub fn client() -> reqwest::Client {
+    openraft_memory::security::tls::install_default_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
