@@ -26,17 +26,22 @@ pub struct Node {
     /// Removed from the membership (and stopped) by a membership fault.
     pub removed: bool,
     pub log: PathBuf,
+    /// Its ports speak TLS.
+    pub tls: bool,
 }
 
 impl Node {
     pub fn name(&self) -> String {
         format!("chaos-{}", self.ordinal)
     }
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
     pub fn http(&self) -> String {
-        format!("http://{}:{HTTP_PORT}", self.ip)
+        format!("{}://{}:{HTTP_PORT}", self.scheme(), self.ip)
     }
     pub fn grpc(&self) -> String {
-        format!("http://{}:{GRPC_PORT}", self.ip)
+        format!("{}://{}:{GRPC_PORT}", self.scheme(), self.ip)
     }
     pub fn running(&self) -> bool {
         self.child.is_some()
@@ -52,6 +57,8 @@ pub struct Cluster {
     pub firewall: Option<Firewall>,
     /// Disk mode: each node keeps its data in `dir/chaos-N.data` across kills.
     pub disk: bool,
+    /// `--tls`: the run's CA.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -75,6 +82,7 @@ impl Cluster {
             net_base,
             firewall,
             disk: false,
+            tls: None,
         };
         for _ in 0..initial {
             c.add_slot();
@@ -94,6 +102,7 @@ impl Cluster {
             paused: false,
             removed: false,
             log: self.dir.join(format!("chaos-{ordinal}.log")),
+            tls: self.tls.is_some(),
         });
         ordinal
     }
@@ -143,6 +152,9 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        if let Some(tls) = &self.tls {
+            cmd.envs(tls.node_env(node.ordinal, node.ip.into()));
+        }
         if self.disk {
             let data = self.dir.join(format!("chaos-{}.data", node.ordinal));
             std::fs::create_dir_all(&data).expect("data dir");
@@ -156,7 +168,11 @@ impl Cluster {
             cmd.args(["--storage", "disk"]).arg("--data-dir").arg(&data);
         }
         if self.firewall.is_some() {
-            // Its own uid, so iptables can tell its packets from the others'.
+            // Its own uid, so iptables can tell its packets from the others'; it reaches
+            // its files (TLS, data) through the run's directory.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o711))
+                .expect("chmod run dir");
             cmd.uid(node.uid).gid(node.uid);
         }
         node.child = Some(cmd.spawn().expect("spawn node"));

@@ -15,6 +15,7 @@
 mod checker;
 mod cluster;
 mod faults;
+mod tls;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -66,6 +67,9 @@ struct Args {
     /// data, and kill faults sometimes kill every node at once).
     #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
     storage: String,
+    /// Mutual TLS between the nodes and TLS for the clients, from a CA made for the run.
+    #[arg(long)]
+    tls: bool,
     /// The openraft-memory binary (default: next to this example's executable).
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -234,13 +238,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    openraft_memory::security::tls::install_default_provider();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client");
-    let mut cluster = Cluster::new(&binary, dir.path(), args.nodes);
+    let tls = args.tls.then(|| tls::Tls::new(dir.path()));
+    let ca = tls.as_ref().map(tls::Tls::ca_pem);
+    let http = tls::http_client(ca.as_deref(), Some(Duration::from_secs(5)));
+    let mut cluster = Cluster::new(&binary, dir.path(), 0);
     cluster.disk = args.storage == "disk";
+    cluster.tls = tls;
+    for _ in 0..args.nodes {
+        cluster.add_slot();
+    }
     for i in 0..args.nodes {
         cluster.start(i);
     }
@@ -257,6 +263,7 @@ async fn main() -> ExitCode {
         ids: args.ids,
         seed,
         local_reads: args.local_reads,
+        ca,
     };
     let load = {
         let (targets, stop) = (targets.clone(), stop.clone());

@@ -25,6 +25,8 @@ pub struct Workload {
     pub seed: u64,
     /// Read with `consistency=local` (not linearizable): to show the checker catches it.
     pub local_reads: bool,
+    /// `--tls`: the CA the clients trust.
+    pub ca: Option<String>,
 }
 
 /// The endpoints clients may use, refreshed as nodes come and go.
@@ -169,13 +171,10 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
         let stop = stop.clone();
         let ids = w.ids;
         let local_reads = w.local_reads;
+        let ca = w.ca.clone();
         let mut rng = StdRng::seed_from_u64(w.seed.wrapping_mul(1000).wrapping_add(client as u64));
         tasks.push(tokio::spawn(async move {
-            openraft_memory::security::tls::install_default_provider();
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .build()
-                .expect("http client");
+            let http = crate::tls::http_client(ca.as_deref(), None);
             let mut history = Vec::new();
             let mut attempts = 0u64;
             let mut seq = 0u64;
@@ -203,11 +202,12 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
                 let mut grpc = if use_grpc {
                     tokio::time::timeout(
                         Duration::from_secs(1),
-                        pb::student_service_client::StudentServiceClient::connect(grpc_url),
+                        crate::tls::grpc_channel(grpc_url, ca.as_deref()),
                     )
                     .await
                     .ok()
-                    .and_then(Result::ok)
+                    .flatten()
+                    .map(pb::student_service_client::StudentServiceClient::new)
                 } else {
                     None
                 };

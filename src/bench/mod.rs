@@ -24,7 +24,7 @@ use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use ops::{Conn, Op, OpSource};
+use ops::{Conn, Dial, Op, OpSource};
 
 /// What the driver sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -90,6 +90,13 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Speak TLS, trusting this CA bundle (PEM); the targets' IPs or names must be in the
+    /// nodes' certificates.
+    #[arg(long)]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Bearer token for nodes with auth.tokens_file.
+    #[arg(long, env = "OPENRAFT_MEMORY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Why a bench run could not start or finish.
@@ -222,7 +229,7 @@ async fn worker(
     plan: Arc<Plan>,
     interval: Option<Duration>,
     local_reads: bool,
-    protocol: Protocol,
+    dial: Dial,
     target: String,
 ) -> Tally {
     let mut tally = Tally::new();
@@ -251,7 +258,7 @@ async fn worker(
                 *tally.errors.entry(reason.clone()).or_default() += 1;
                 if reason.starts_with("transport") || reason.starts_with("connection") {
                     // The connection is gone (node restarted?): open a fresh one.
-                    match Conn::open(protocol, &target).await {
+                    match dial.open(&target).await {
                         Ok(c) => conn = c,
                         Err(e) => {
                             *tally.errors.entry(e).or_default() += 1;
@@ -274,12 +281,13 @@ async fn precreate(args: &BenchArgs, base: i64) -> Result<(), BenchError> {
     }
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
+    let dial = Dial::new(args)?;
     for w in 0..args.connections.min(64) {
         let target = args.targets[w % args.targets.len()].clone();
         let next = next.clone();
-        let (protocol, records) = (args.protocol, args.records);
+        let (dial, records) = (dial.clone(), args.records);
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(protocol, &target).await?;
+            let mut conn = dial.open(&target).await?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= records {
@@ -311,11 +319,10 @@ async fn phase(
         .rate
         .map(|r| Duration::from_secs_f64(args.connections as f64 / r));
     let mut tasks = Vec::new();
+    let dial = Dial::new(args)?;
     for w in 0..args.connections {
         let target = args.targets[w % args.targets.len()].clone();
-        let conn = Conn::open(args.protocol, &target)
-            .await
-            .map_err(BenchError::Setup)?;
+        let conn = dial.open(&target).await.map_err(BenchError::Setup)?;
         let ops = OpSource {
             workload: args.workload,
             base,
@@ -330,7 +337,7 @@ async fn phase(
             plan.clone(),
             interval,
             args.local_reads,
-            args.protocol,
+            dial.clone(),
             target,
         )));
     }

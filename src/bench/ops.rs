@@ -2,6 +2,8 @@
 //! block, updates and gets over pre-created records) and one connection per worker, REST
 //! (HTTP/1.1 keep-alive) or gRPC.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
@@ -54,48 +56,152 @@ impl OpSource {
     }
 }
 
+/// How to reach a node: the API, TLS (the CA to trust) and the bearer token.
+#[derive(Clone)]
+pub(super) struct Dial {
+    protocol: Protocol,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    auth: Auth,
+}
+
+/// Adds the bearer token to every gRPC request.
+#[derive(Clone)]
+pub(super) struct Auth(Option<http::HeaderValue>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0
+            && let Ok(v) = tonic::metadata::MetadataValue::try_from(v.as_bytes())
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+type Grpc =
+    StudentServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>>;
+
 /// A connection to one node, over the chosen API.
 pub(super) enum Conn {
     Rest {
         host: String,
+        auth: Option<http::HeaderValue>,
         sender: http1::SendRequest<Full<Bytes>>,
     },
-    Grpc(StudentServiceClient<tonic::transport::Channel>),
+    Grpc(Grpc),
 }
 
-impl Conn {
-    pub(super) async fn open(protocol: Protocol, target: &str) -> Result<Conn, String> {
-        match protocol {
+async fn tls_connect(
+    config: Arc<rustls::ClientConfig>,
+    target: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let stream = TcpStream::connect(target).await?;
+    let _ = stream.set_nodelay(true);
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+}
+
+impl Dial {
+    pub(super) fn new(args: &super::BenchArgs) -> Result<Dial, super::BenchError> {
+        let usage = |e: String| super::BenchError::Usage(e);
+        let tls = match &args.cacert {
+            None => None,
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in crate::security::tls::read_certs(ca).map_err(|e| usage(e.to_string()))? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| usage(format!("{}: {e}", ca.display())))?;
+                }
+                let mut config =
+                    rustls::ClientConfig::builder_with_provider(crate::security::tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| usage(e.to_string()))?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                config.alpn_protocols = match args.protocol {
+                    Protocol::Rest => vec![b"http/1.1".to_vec()],
+                    Protocol::Grpc => vec![b"h2".to_vec()],
+                };
+                Some(Arc::new(config))
+            }
+        };
+        let auth = match &args.token {
+            None => None,
+            Some(t) => Some(
+                http::HeaderValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| usage("--token must be printable ASCII".into()))?,
+            ),
+        };
+        Ok(Dial {
+            protocol: args.protocol,
+            tls,
+            auth: Auth(auth),
+        })
+    }
+
+    pub(super) async fn open(&self, target: &str) -> Result<Conn, String> {
+        let connect = |e: &dyn std::fmt::Display| format!("connect {target}: {e}");
+        match self.protocol {
             Protocol::Rest => {
-                let stream = TcpStream::connect(target)
-                    .await
-                    .map_err(|e| format!("connect {target}: {e}"))?;
-                let _ = stream.set_nodelay(true);
-                let (sender, conn) = http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| format!("handshake {target}: {e}"))?;
-                tokio::spawn(conn);
+                let handshake = |e: hyper::Error| format!("handshake {target}: {e}");
+                let sender = if let Some(config) = &self.tls {
+                    let stream = tls_connect(config.clone(), target)
+                        .await
+                        .map_err(|e| connect(&e))?;
+                    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(handshake)?;
+                    tokio::spawn(conn);
+                    sender
+                } else {
+                    let stream = TcpStream::connect(target).await.map_err(|e| connect(&e))?;
+                    let _ = stream.set_nodelay(true);
+                    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(handshake)?;
+                    tokio::spawn(conn);
+                    sender
+                };
                 Ok(Conn::Rest {
                     host: target.to_owned(),
+                    auth: self.auth.0.clone(),
                     sender,
                 })
             }
             Protocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
                     .map_err(|e| format!("bad target {target}: {e}"))?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-                    .map_err(|e| format!("connect {target}: {e}"))?;
-                Ok(Conn::Grpc(StudentServiceClient::new(channel)))
+                    .tcp_nodelay(true);
+                let channel = match &self.tls {
+                    None => endpoint.connect().await.map_err(|e| connect(&e))?,
+                    Some(config) => {
+                        let (config, target) = (config.clone(), target.to_owned());
+                        let connector = tower::service_fn(move |_: http::Uri| {
+                            let (config, target) = (config.clone(), target.clone());
+                            async move { tls_connect(config, &target).await.map(TokioIo::new) }
+                        });
+                        endpoint
+                            .connect_with_connector(connector)
+                            .await
+                            .map_err(|e| connect(&e))?
+                    }
+                };
+                Ok(Conn::Grpc(StudentServiceClient::with_interceptor(
+                    channel,
+                    self.auth.clone(),
+                )))
             }
         }
     }
+}
 
+impl Conn {
     /// Sends one request; `Err` carries the failure reason used as the error bucket.
     pub(super) async fn send(&mut self, op: Op, local_reads: bool) -> Result<(), String> {
         match self {
-            Conn::Rest { host, sender } => {
+            Conn::Rest { host, auth, sender } => {
                 let (method, path, body) = match op {
                     Op::Create(id) => (
                         "POST",
@@ -118,6 +224,9 @@ impl Conn {
                     .header(http::header::HOST, host.as_str());
                 if !body.is_empty() {
                     req = req.header(http::header::CONTENT_TYPE, "application/json");
+                }
+                if let Some(auth) = auth {
+                    req = req.header(http::header::AUTHORIZATION, auth.clone());
                 }
                 let req = req
                     .body(Full::new(Bytes::from(body)))

@@ -302,7 +302,7 @@ async fn an_abandoned_lone_write_gives_its_slot_back() {
 }
 
 /// Runs `openraft-memory bench ARGS` off the async runtime; (exit code, stdout, stderr).
-async fn bench(args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) async fn bench(args: &[&str]) -> (Option<i32>, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let out = Command::new(env!("CARGO_BIN_EXE_openraft-memory"))
