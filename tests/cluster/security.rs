@@ -433,6 +433,16 @@ async fn peers_without_a_members_certificate_are_refused_and_change_nothing() {
         join_as_node1(&mut p2).await,
         "Join as db-1 with db-2's certificate",
     );
+    // Plaintext to the TLS peer port fails cleanly.
+    let plaintext = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr(leader, RAFT_PORT)))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    if let Ok(channel) = plaintext {
+        let answer = RaftPeerClient::new(channel).status(peer::StatusRequest {}).await;
+        assert!(answer.is_err(), "the peer port answered plaintext");
+    }
     // Status is open to any certificate of the CA (bootstrap probing uses it).
     p.status(peer::StatusRequest {})
         .await
@@ -638,4 +648,116 @@ async fn certificates_ca_bundles_and_tokens_rotate_without_a_restart() {
             .expect("readyz with the new CA");
         assert_eq!(r.status(), 200);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_map_to_roles_metrics_can_need_a_role_and_sighup_reloads_at_once() {
+    const METRICS: &str = "metrics-token-0123456789";
+    let pki = Pki::new("client CA");
+    let ca = pki.ca_file();
+    let mut node = super::util::Node::new("solo", fresh_ip(), vec![], vec![]);
+    let server = pki.issue("server", &[node.ip.to_string()], Validity::Days(1));
+    let tokens = pki.dir.path().join("tokens");
+    let lines = |with_metrics: bool| {
+        let mut t = tokens_text(&[(WRITER, "write", "app")]);
+        if with_metrics {
+            t.push_str(&tokens_text(&[(METRICS, "metrics", "prometheus")]));
+        }
+        t.push_str("cert:ops-client admin ops\n");
+        t
+    };
+    replace(&tokens, &lines(true));
+    let p = |s: &std::path::Path| s.display().to_string();
+    node.extra_env.extend([
+        ("OPENRAFT_MEMORY__TLS__CLIENT__CERT".into(), p(&server.cert)),
+        ("OPENRAFT_MEMORY__TLS__CLIENT__KEY".into(), p(&server.key)),
+        ("OPENRAFT_MEMORY__TLS__CLIENT__CA".into(), p(&ca)),
+        // Only SIGHUP can make it notice a change within this test.
+        ("OPENRAFT_MEMORY__TLS__RELOAD_INTERVAL".into(), "1h".into()),
+        ("OPENRAFT_MEMORY__AUTH__TOKENS_FILE".into(), p(&tokens)),
+        ("OPENRAFT_MEMORY__AUTH__ANONYMOUS_METRICS".into(), "false".into()),
+    ]);
+    node.start();
+    let plain = https(pki.ca.cert_pem());
+    let url = |path: &str| format!("https://{}:{HTTP_PORT}{path}", node.ip);
+    wait_for(
+        "the node is ready over HTTPS",
+        Duration::from_secs(20),
+        || async {
+            let r = plain.get(url("/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let code =
+        |req: reqwest::RequestBuilder| async move { req.send().await.expect("request").status().as_u16() };
+
+    // /metrics needs the metrics role here; that role can do nothing else.
+    assert_eq!(code(plain.get(url("/metrics"))).await, 401);
+    assert_eq!(code(plain.get(url("/metrics")).bearer_auth(METRICS)).await, 200);
+    assert_eq!(
+        code(plain.get(url("/students/1")).bearer_auth(METRICS)).await,
+        403
+    );
+    // A client certificate mapped to admin needs no token; an unmapped one is refused.
+    let ops = pki
+        .ca
+        .issue(&["ops-client".into()], Validity::Days(1))
+        .expect("issue");
+    let as_ops = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(pki.ca.cert_pem(), Some(&ops), &[b"http/1.1"]))
+        .build()
+        .expect("client");
+    assert_eq!(
+        code(as_ops.get(url("/cluster/snapshot"))).await,
+        200,
+        "ops is admin by certificate"
+    );
+    let nobody = pki
+        .ca
+        .issue(&["nobody".into()], Validity::Days(1))
+        .expect("issue");
+    let as_nobody = reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(pki.ca.cert_pem(), Some(&nobody), &[b"http/1.1"]))
+        .build()
+        .expect("client");
+    assert_eq!(code(as_nobody.get(url("/cluster"))).await, 401);
+    // Server reflection is admin-only.
+    let channel = grpc_channel(
+        SocketAddr::new(node.ip.into(), GRPC_PORT),
+        client_config(pki.ca.cert_pem(), None, &[b"h2"]),
+    )
+    .await
+    .expect("grpc");
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    let list = || tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let err = reflection
+        .server_reflection_info(bearer(futures::stream::iter(vec![list()]), WRITER))
+        .await
+        .expect_err("a write token may not list services");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // SIGHUP re-reads the tokens file at once (the poll interval is an hour).
+    replace(&tokens, &lines(false));
+    node.signal("HUP");
+    wait_for(
+        "the revoked metrics token gets 401 after SIGHUP",
+        Duration::from_secs(5),
+        || async {
+            let r = plain
+                .get(url("/metrics"))
+                .bearer_auth(METRICS)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 401).then_some(())
+        },
+    )
+    .await;
+    assert!(node.is_running(), "SIGHUP reloads; it does not stop the node");
 }
