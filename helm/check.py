@@ -253,8 +253,8 @@ def main():
     for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"]:
         find(ci_objs, kind)
     rule = find(ci_objs, "PrometheusRule")
-    if len(rule["spec"]["groups"][0]["rules"]) != 6:
-        fail("PrometheusRule must carry the six alert rules")
+    if len(rule["spec"]["groups"][0]["rules"]) != 8:
+        fail("PrometheusRule must carry the eight alert rules")
     dash = find(ci_objs, "ConfigMap", f"{RELEASE}-dashboard")
     json.loads(dash["data"]["openraft-memory.json"])
     np = find(ci_objs, "NetworkPolicy")
