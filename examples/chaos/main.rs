@@ -169,6 +169,9 @@ struct Availability {
     success_share: f64,
     /// The longest time without any acknowledged write, in µs, and when it began.
     longest_gap: (u64, u64),
+    /// Acknowledged writes' end times (µs), sorted, for gaps per fault.
+    acked: Vec<u64>,
+    load_end: u64,
 }
 
 impl Availability {
@@ -182,7 +185,7 @@ impl Availability {
         acked.sort_unstable();
         let mut longest = (0, 0);
         let mut prev = 0;
-        for t in acked.into_iter().chain([load_end]) {
+        for &t in acked.iter().chain([&load_end]) {
             if t.saturating_sub(prev) > longest.0 {
                 longest = (t - prev, prev);
             }
@@ -191,7 +194,36 @@ impl Availability {
         Availability {
             success_share: definite as f64 / attempts.max(1) as f64,
             longest_gap: longest,
+            acked,
+            load_end,
         }
+    }
+
+    /// Per fault kind, the longest stretch without an acknowledged write that overlaps a
+    /// fault of that kind (from its injection to the next fault's). `faults` are
+    /// (injected at µs, kind), in order.
+    fn gaps_by_kind<'a>(&self, faults: &[(u64, &'a str)]) -> BTreeMap<&'a str, u64> {
+        let mut gaps = Vec::new();
+        let mut prev = 0;
+        for &t in self.acked.iter().chain([&self.load_end]) {
+            if t > prev {
+                gaps.push((prev, t));
+            }
+            prev = prev.max(t);
+        }
+        let mut worst: BTreeMap<&str, u64> = BTreeMap::new();
+        for (i, &(from, kind)) in faults.iter().enumerate() {
+            let until = faults.get(i + 1).map_or(self.load_end, |f| f.0).max(from + 1);
+            let longest = gaps
+                .iter()
+                .filter(|(start, end)| *start < until && *end > from)
+                .map(|(start, end)| end - start)
+                .max()
+                .unwrap_or(0);
+            let entry = worst.entry(kind).or_default();
+            *entry = (*entry).max(longest);
+        }
+        worst
     }
 }
 
@@ -371,6 +403,16 @@ async fn main() -> ExitCode {
         availability.longest_gap.1 as f64 / 1e6,
     );
     println!("faults injected: {by_kind:?}");
+    let fault_times: Vec<(u64, &str)> = faults.iter().map(|f| (f.at.as_micros() as u64, f.kind)).collect();
+    let gaps: Vec<String> = availability
+        .gaps_by_kind(&fault_times)
+        .into_iter()
+        .map(|(kind, us)| format!("{kind} {:.2} s", us as f64 / 1e6))
+        .collect();
+    println!(
+        "longest write gap overlapping each fault kind: {}",
+        gaps.join(", ")
+    );
     println!(
         "leaders seen in turn: {} (changes: {})",
         leaders.len(),
@@ -405,5 +447,43 @@ async fn main() -> ExitCode {
         println!("node logs kept in {}", dir.keep().display());
         cluster.shutdown();
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_gaps_are_charged_to_the_faults_they_overlap() {
+        // Writes acknowledged at 1, 2, 6, 7 and 12 s; the load ends at 13 s.
+        let s = 1_000_000;
+        let a = Availability {
+            success_share: 1.0,
+            longest_gap: (0, 0),
+            acked: vec![s, 2 * s, 6 * s, 7 * s, 12 * s],
+            load_end: 13 * s,
+        };
+        // A kill at 2.5 s (its window runs to the partition at 6.5 s), a partition at
+        // 6.5 s, a pause at 11 s.
+        let faults = [
+            (2 * s + s / 2, "kill"),
+            (6 * s + s / 2, "partition"),
+            (11 * s, "pause"),
+        ];
+        let gaps = a.gaps_by_kind(&faults);
+        assert_eq!(gaps["kill"], 4 * s, "the 2 s → 6 s gap");
+        assert_eq!(
+            gaps["partition"],
+            5 * s,
+            "the 7 s → 12 s gap begins in its window"
+        );
+        assert_eq!(gaps["pause"], 5 * s, "the same gap overlaps the pause too");
+        let again = [(2 * s + s / 2, "kill"), (6 * s + s / 2, "kill")];
+        assert_eq!(
+            a.gaps_by_kind(&again)["kill"],
+            5 * s,
+            "the worst of a kind's faults"
+        );
     }
 }
