@@ -12,7 +12,7 @@ use openraft::ServerState;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::api::accept::incoming;
+use crate::api::accept::{Accept, incoming};
 use crate::api::authz::GrpcLayer;
 use crate::api::grpc::StudentGrpc;
 use crate::api::peer::PeerService;
@@ -254,13 +254,12 @@ impl Server {
             move || security.client()
         };
         let handshake_timeout = node.settings().http.header_read_timeout;
-        let peer_incoming = incoming(
-            self.peer,
-            peer_tls,
-            node.settings().raft.rpc_timeout,
-            "peer",
-            metrics.clone(),
-        );
+        let peer_accept = Accept {
+            name: "peer",
+            handshake_timeout: node.settings().raft.rpc_timeout,
+            max_connections: None,
+        };
+        let peer_incoming = incoming(self.peer, peer_tls, peer_accept, metrics.clone());
         let peer_server = tonic::transport::Server::builder()
             .add_service(
                 RaftPeerServer::new(PeerService::new(node.clone()))
@@ -280,14 +279,17 @@ impl Server {
         // Python's grpcio-reflection only v1alpha.
         let reflection_v1 = client_reflection().build_v1().map_err(reflection_err)?;
         let reflection_v1alpha = client_reflection().build_v1alpha().map_err(reflection_err)?;
-        let grpc_incoming = incoming(
-            self.grpc,
-            client_tls.clone(),
+        let g = &node.settings().grpc;
+        let grpc_accept = Accept {
+            name: "grpc",
             handshake_timeout,
-            "grpc",
-            metrics.clone(),
-        );
+            max_connections: Some((g.max_connections, "grpc_connections")),
+        };
+        let grpc_incoming = incoming(self.grpc, client_tls.clone(), grpc_accept, metrics.clone());
         let grpc_server = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(g.max_concurrent_streams))
+            .http2_keepalive_interval(Some(g.keepalive_interval))
+            .http2_keepalive_timeout(Some(g.keepalive_timeout))
             .layer(GrpcLayer::new(security.clone(), metrics.clone()))
             .add_service(health_service)
             .add_service(reflection_v1)

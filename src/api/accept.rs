@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 
 use crate::metrics::Metrics;
@@ -39,6 +39,8 @@ enum Io {
 pub struct Conn {
     io: Io,
     info: ConnInfo,
+    /// Its place under the listener's connection cap, given back when it closes.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Conn {
@@ -121,6 +123,7 @@ pub async fn handshake(
         return Some(Conn {
             io: Io::Plain(tcp),
             info: ConnInfo { remote, cert: None },
+            _slot: None,
         });
     };
     let accepted = tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(config).accept(tcp)).await;
@@ -147,7 +150,18 @@ pub async fn handshake(
     Some(Conn {
         io: Io::Tls(Box::new(stream)),
         info: ConnInfo { remote, cert },
+        _slot: None,
     })
+}
+
+/// How a gRPC listener accepts.
+pub struct Accept {
+    /// The listener's name in metrics and logs.
+    pub name: &'static str,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Open connections at most (more are closed at once), and the `rejected_total` reason.
+    pub max_connections: Option<(usize, &'static str)>,
 }
 
 /// The accepted (and handshaken) connections of a gRPC listener, for tonic's
@@ -156,10 +170,15 @@ pub async fn handshake(
 pub fn incoming(
     listener: TcpListener,
     tls: impl Fn() -> Option<Arc<ServerConfig>> + Send + 'static,
-    timeout: Duration,
-    name: &'static str,
+    accept: Accept,
     metrics: Metrics,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
+    let Accept {
+        name,
+        handshake_timeout: timeout,
+        max_connections,
+    } = accept;
+    let slots = max_connections.map(|(n, reason)| (Arc::new(Semaphore::new(n)), reason));
     // Handshaken connections wait here for tonic; a small queue is enough.
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -176,9 +195,21 @@ pub fn incoming(
                 },
                 () = tx.closed() => return,
             };
+            let slot = match &slots {
+                None => None,
+                Some((slots, reason)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        metrics.rejected_total.with_label_values(&[reason]).inc();
+                        drop(tcp);
+                        continue;
+                    }
+                },
+            };
             let (tx, config, metrics) = (tx.clone(), tls(), metrics.clone());
             tokio::spawn(async move {
-                if let Some(conn) = handshake(tcp, config, timeout, name, &metrics).await {
+                if let Some(mut conn) = handshake(tcp, config, timeout, name, &metrics).await {
+                    conn._slot = slot;
                     let _ = tx.send(Ok(conn)).await;
                 }
             });

@@ -33,7 +33,14 @@ impl StudentGrpc {
     ) -> Result<T, Status> {
         let m = self.node.metrics();
         let _timer = m.grpc_request_duration.with_label_values(&[method]).start_timer();
-        let result = body.await.map_err(Status::from);
+        let timeout = self.node.settings().grpc.request_timeout;
+        let result = match tokio::time::timeout(timeout, body).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::Node(crate::node::NodeError::Timeout(format!(
+                "request not handled within {timeout:?} (grpc.request_timeout); a write may or may not be applied"
+            )))),
+        }
+        .map_err(Status::from);
         let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
         m.grpc_requests_total
             .with_label_values(&[method, code_name(code)])

@@ -128,6 +128,19 @@ pub struct GrpcSettings {
     /// Listen address.
     #[serde(deserialize_with = "parse::socket_addr")]
     pub addr: SocketAddr,
+    /// Upper bound on one request's handling time.
+    #[serde(deserialize_with = "parse::duration")]
+    pub request_timeout: Duration,
+    /// Concurrent streams (requests) per connection (HTTP/2 SETTINGS).
+    pub max_concurrent_streams: u32,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// How often an idle connection is pinged.
+    #[serde(deserialize_with = "parse::duration")]
+    pub keepalive_interval: Duration,
+    /// A ping unanswered this long closes the connection.
+    #[serde(deserialize_with = "parse::duration")]
+    pub keepalive_timeout: Duration,
 }
 
 /// Raft timing, log compaction and the peer listener.
@@ -417,6 +430,22 @@ impl Settings {
         }
         if self.http.max_connections == 0 {
             return invalid("http.max_connections", "must be at least 1");
+        }
+        let g = &self.grpc;
+        if g.request_timeout.is_zero() {
+            return invalid("grpc.request_timeout", "must be greater than zero");
+        }
+        if g.max_concurrent_streams == 0 {
+            return invalid("grpc.max_concurrent_streams", "must be at least 1");
+        }
+        if g.max_connections == 0 {
+            return invalid("grpc.max_connections", "must be at least 1");
+        }
+        if g.keepalive_interval.is_zero() || g.keepalive_timeout.is_zero() {
+            return invalid(
+                "grpc.keepalive_interval",
+                "keepalive_interval and keepalive_timeout must be greater than zero",
+            );
         }
         if self.http.max_body_bytes < 64 {
             return invalid("http.max_body_bytes", "must be at least 64 bytes");

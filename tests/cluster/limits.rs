@@ -1,5 +1,6 @@
-//! Limits on the REST port against real sockets: clients that never finish their headers
-//! (slowloris) are cut off while others are served, and the connection cap holds; and on
+//! Limits against real sockets: on the REST port, clients that never finish their headers
+//! (slowloris) are cut off while others are served, and the connection cap holds; on the
+//! client gRPC port, the connection cap and the request bound; and on
 //! the peer port, a snapshot stream larger than `raft.max_snapshot_bytes`.
 
 use std::time::Duration;
@@ -179,4 +180,82 @@ async fn a_snapshot_stream_over_the_cap_is_refused_and_changes_nothing() {
         r#"openraft_memory_rejected_total{reason="snapshot_size"}"#,
     );
     assert_eq!(n, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_port_caps_connections_and_bounds_a_request() {
+    // Ordinal 0 with a peer that never answers never initialises: a write waits for a
+    // leader, longer than grpc.request_timeout.
+    let mut node = Node::new(
+        "db-0",
+        fresh_ip(),
+        vec![format!("{}:{}", fresh_ip(), crate::util::RAFT_PORT)],
+        env(&[
+            ("OPENRAFT_MEMORY__GRPC__REQUEST_TIMEOUT", "300ms"),
+            ("OPENRAFT_MEMORY__GRPC__MAX_CONNECTIONS", "3"),
+            ("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "5s"),
+        ]),
+    );
+    node.start();
+    crate::util::wait_for("the REST port answers", Duration::from_secs(20), || async {
+        let r = http().get(format!("{}/livez", node.http())).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(node.grpc().await);
+    }
+    use openraft_memory::pb::client::{CreateStudentRequest, Student};
+    let started = std::time::Instant::now();
+    let err = clients[0]
+        .create_student(CreateStudentRequest {
+            student: Some(Student {
+                id: 1,
+                name: "Ada".into(),
+                score: 1.0,
+            }),
+        })
+        .await
+        .expect_err("no leader");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    assert!(
+        err.message().contains("grpc.request_timeout"),
+        "the request bound fired: {err}"
+    );
+    eprintln!("bounded after {:?}", started.elapsed());
+
+    // A fourth connection is closed at once; the three keep working.
+    let fourth =
+        tonic::transport::Channel::from_shared(format!("http://{}:{}", node.ip, crate::util::GRPC_PORT))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await;
+    if let Ok(channel) = fourth {
+        let mut c = openraft_memory::pb::client::student_service_client::StudentServiceClient::new(channel);
+        let r = c
+            .get_student(openraft_memory::pb::client::GetStudentRequest {
+                id: 1,
+                consistency: openraft_memory::pb::client::Consistency::Local as i32,
+            })
+            .await;
+        assert!(r.is_err(), "a connection over the cap was served");
+    }
+    for c in &mut clients {
+        let r = c
+            .get_student(openraft_memory::pb::client::GetStudentRequest {
+                id: 1,
+                consistency: openraft_memory::pb::client::Consistency::Local as i32,
+            })
+            .await;
+        assert!(
+            r.is_ok() || r.as_ref().is_err_and(|e| e.code() == tonic::Code::NotFound),
+            "{r:?}"
+        );
+    }
+    let text = metrics_text(&node).await;
+    let s = samples(&text);
+    let refused = value(&s, r#"openraft_memory_rejected_total{reason="grpc_connections"}"#);
+    assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
 }
