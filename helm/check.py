@@ -190,6 +190,10 @@ def check_security(objs):
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
         if pod["containers"][0][probe]["httpGet"].get("scheme") != "HTTPS":
             fail(f"{probe} must use HTTPS when client TLS is on")
+    endpoint = find(objs, "ServiceMonitor")["spec"]["endpoints"][0]
+    if endpoint.get("scheme") != "https" or endpoint["tlsConfig"]["ca"]["secret"]["name"] != f"{name}-tls" \
+            or endpoint["tlsConfig"]["serverName"] != name or endpoint["authorization"]["type"] != "Bearer":
+        fail(f"the ServiceMonitor must scrape over HTTPS with the CA and a metrics token: {endpoint}")
     cert = find(objs, "Certificate")
     headless = find(objs, "Service", f"{name}-headless")["metadata"]["name"] if any(
         o["kind"] == "Service" and o["metadata"]["name"] == f"{name}-headless" for o in objs) else None
