@@ -20,14 +20,22 @@ pub use security::{AuthSettings, ClientTls, PeerTls, TlsSettings};
 /// The built-in defaults, as TOML: the README's config table is generated from the same keys.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// The built-in defaults, parsed once (`--help` asks for every flag's default).
+fn defaults() -> Option<&'static Config> {
+    static PARSED: std::sync::OnceLock<Option<Config>> = std::sync::OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            Config::builder()
+                .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
 /// The built-in default of a dotted key as text (`None` for unknown keys and lists).
 pub fn default_of(key: &str) -> Option<String> {
-    Config::builder()
-        .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-        .build()
-        .ok()?
-        .get_string(key)
-        .ok()
+    defaults()?.get_string(key).ok()
 }
 
 /// All settings of a node.
@@ -340,10 +348,13 @@ impl Settings {
         if let Some(path) = &sources.file {
             builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml).required(true));
         }
-        let defaults: config::Map<String, config::Value> = Config::builder()
-            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
-            .build()?
-            .try_deserialize()?;
+        let defaults: config::Map<String, config::Value> = match self::defaults() {
+            Some(parsed) => parsed.clone().try_deserialize()?,
+            None => Config::builder()
+                .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+                .build()?
+                .try_deserialize()?,
+        };
         let known = parse::known_keys(&defaults);
         let warnings = parse::check_env(sources.env.keys(), &known).map_err(ConfigError::Environment)?;
         let env: HashMap<String, String> = sources
