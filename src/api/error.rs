@@ -111,6 +111,9 @@ impl ApiError {
                 true,
             ),
             ApiError::Node(N::UnknownMember(_)) => (StatusCode::NOT_FOUND, "not-found", "Not found", false),
+            ApiError::Node(N::Overloaded(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", true)
+            }
             ApiError::Node(N::Internal(_)) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -184,6 +187,8 @@ impl From<ApiError> for tonic::Status {
             // The write may have been applied: UNAVAILABLE without the not-applied marker.
             ApiError::Node(N::Timeout(_)) => Code::Unavailable,
             ApiError::Node(N::Membership(_)) => Code::FailedPrecondition,
+            // Refused before proposing: RESOURCE_EXHAUSTED says "back off", and nothing applied.
+            ApiError::Node(N::Overloaded(_)) => Code::ResourceExhausted,
             ApiError::Node(N::Internal(_)) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())

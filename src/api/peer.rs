@@ -368,6 +368,7 @@ fn error_to_status(e: NodeError) -> Status {
         NodeError::Timeout(m) => Status::deadline_exceeded(m),
         NodeError::Membership(m) => Status::aborted(m),
         NodeError::UnknownMember(id) => Status::not_found(format!("no member with id {id}")),
+        NodeError::Overloaded(m) => Status::resource_exhausted(m),
         NodeError::Internal(m) => Status::internal(m),
     }
 }

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 use tracing::Instrument;
 
 use super::NodeError;
@@ -42,18 +42,35 @@ pub(super) struct Batcher {
     state: Mutex<State>,
     max_in_flight: usize,
     max_batch: usize,
+    /// Writes waiting for a slot at most; more are refused (`Overloaded`).
+    max_queued: usize,
     /// Observes the number of writes in each proposal.
     sizes: Histogram,
+    /// Counts writes refused because the queue was full.
+    refused: IntCounter,
+}
+
+/// How much a batcher takes at once.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BatchLimits {
+    /// Batches proposed and not yet committed.
+    pub(super) in_flight: usize,
+    /// Writes in one batch.
+    pub(super) batch: usize,
+    /// Writes waiting for a slot.
+    pub(super) queued: usize,
 }
 
 impl Batcher {
-    /// An idle batcher (both limits are at least 1; settings validation guarantees it).
-    pub(super) fn new(max_in_flight: usize, max_batch: usize, sizes: Histogram) -> Self {
+    /// An idle batcher (every limit is at least 1; settings validation guarantees it).
+    pub(super) fn new(limits: BatchLimits, sizes: Histogram, refused: IntCounter) -> Self {
         Batcher {
             state: Mutex::default(),
-            max_in_flight: max_in_flight.max(1),
-            max_batch: max_batch.max(1),
+            max_in_flight: limits.in_flight.max(1),
+            max_batch: limits.batch.max(1),
+            max_queued: limits.queued.max(1),
             sizes,
+            refused,
         }
     }
 
@@ -88,6 +105,14 @@ pub(super) async fn submit<P: Propose>(p: &P, cmd: Command) -> Result<CommandRes
             // client that goes away strands nobody; the slot is released either way.
             st.in_flight += 1;
             Route::Inline(cmd)
+        } else if st.queue.len() >= b.max_queued {
+            // Back-pressure: a full queue refuses at once (nothing was proposed) instead of
+            // growing without bound behind a slow or lost leader.
+            b.refused.inc();
+            return Err(NodeError::Overloaded(format!(
+                "{} writes are already waiting on this node (raft.max_queued_writes); retry later",
+                st.queue.len()
+            )));
         } else {
             let (done, rx) = tokio::sync::oneshot::channel();
             st.queue.push(Waiting {
@@ -194,7 +219,15 @@ mod tests {
         fn new(max_in_flight: usize, max_batch: usize) -> Self {
             let sizes = Histogram::with_opts(HistogramOpts::new("batch_size", "test")).expect("histogram");
             Gated {
-                batcher: Arc::new(Batcher::new(max_in_flight, max_batch, sizes)),
+                batcher: Arc::new(Batcher::new(
+                    BatchLimits {
+                        in_flight: max_in_flight,
+                        batch: max_batch,
+                        queued: 8,
+                    },
+                    sizes,
+                    IntCounter::new("refused", "test").expect("counter"),
+                )),
                 release: Arc::new(Semaphore::new(0)),
                 proposed: Arc::default(),
                 fail: false,
@@ -252,6 +285,27 @@ mod tests {
         h: tokio::task::JoinHandle<Result<CommandResult, NodeError>>,
     ) -> Result<CommandResult, NodeError> {
         h.await.expect("writer task")
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_proposes_nothing_more() {
+        let p = Gated::new(1, 4);
+        let first = p.write(1);
+        p.until("the first write holds the slot", |p| p.proposed().len() == 1)
+            .await;
+        let queued: Vec<_> = (2..=9).map(|id| p.write(id)).collect();
+        p.until("eight writes queue (the cap)", |p| p.queued() == 8).await;
+        let refused = result(p.write(10)).await;
+        assert!(matches!(refused, Err(NodeError::Overloaded(_))), "{refused:?}");
+        assert_eq!(p.batcher.refused.get(), 1);
+        assert_eq!(p.queued(), 8, "the refused write was not queued");
+        // Once the slot frees, the queue drains in batches of the cap and everyone is answered.
+        p.release.add_permits(100);
+        assert!(result(first).await.is_ok());
+        for w in queued {
+            assert!(result(w).await.is_ok());
+        }
+        assert!(p.proposed().iter().all(|c| !matches!(c, Command::Delete(10))));
     }
 
     #[tokio::test]
@@ -358,7 +412,16 @@ mod tests {
             }
         }
         let sizes = Histogram::with_opts(HistogramOpts::new("batch_size", "test")).expect("histogram");
-        let p = Short(Arc::new(Batcher::new(1, 10, sizes)), Arc::new(Semaphore::new(0)));
+        let limits = BatchLimits {
+            in_flight: 1,
+            batch: 10,
+            queued: 8,
+        };
+        let refused = IntCounter::new("refused", "test").expect("counter");
+        let p = Short(
+            Arc::new(Batcher::new(limits, sizes, refused)),
+            Arc::new(Semaphore::new(0)),
+        );
         let p2 = p.clone();
         let first = tokio::spawn(async move { submit(&p2, Command::Delete(1)).await });
         tokio::time::timeout(Duration::from_secs(5), async {

@@ -18,6 +18,9 @@ pub enum NodeError {
         /// The leader this node knows of, if any.
         leader: Option<(NodeId, Member)>,
     },
+    /// Too much is waiting already; nothing was proposed and the caller may retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// The operation did not finish in time; a write may or may not have been applied.
     #[error("{0}")]
     Timeout(String),

@@ -96,10 +96,15 @@ impl RaftNode {
     /// Wraps a started Raft instance.
     pub fn new(parts: NodeParts) -> Self {
         let (raft_settings, metrics) = (&parts.settings.raft, &parts.metrics);
+        let limits = batch::BatchLimits {
+            in_flight: raft_settings.max_in_flight_batches,
+            batch: raft_settings.max_batch_writes,
+            queued: raft_settings.max_queued_writes,
+        };
         let batcher = Batcher::new(
-            raft_settings.max_in_flight_batches,
-            raft_settings.max_batch_writes,
+            limits,
             metrics.write_batch_size.clone(),
+            metrics.rejected_total.with_label_values(&["write_queue"]),
         );
         let leader_reads = Rounds::new(metrics.read_index_rounds.clone());
         let barrier_reads = Rounds::new(metrics.read_index_rounds.clone());
