@@ -315,6 +315,7 @@ impl Server {
         let formation = tokio::spawn(crate::cluster::form(node.clone(), stop_clients.clone()));
         let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));
         let reconciler = tokio::spawn(crate::cluster::reconcile(node.clone(), stop_clients.clone()));
+        let pruner = tokio::spawn(crate::cluster::prune_channels(node.clone(), stop_clients.clone()));
         let health = tokio::spawn(report_health(
             node.clone(),
             health_reporter.clone(),
@@ -337,7 +338,9 @@ impl Server {
         let _ = stop_clients_tx.send(true);
         let remaining = deadline.saturating_sub(started.elapsed());
         let drained = tokio::time::timeout(remaining, async {
-            let _ = tokio::join!(http_task, grpc_task, formation, feeder, health, reconciler);
+            let _ = tokio::join!(
+                http_task, grpc_task, formation, feeder, health, reconciler, pruner
+            );
         })
         .await;
         if drained.is_err() {

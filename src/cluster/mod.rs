@@ -31,7 +31,7 @@ use tokio::sync::watch;
 
 pub use form::form;
 pub use handover::hand_over_leadership;
-pub use reconcile::reconcile;
+pub use reconcile::{prune_channels, reconcile};
 
 /// Lets a repeated warning through at most once per period, and only once the condition
 /// has lasted past a grace period: peers that have not started yet, no leader during the

@@ -1,5 +1,6 @@
 //! Scale-down: the leader removes members whose pods have been gone from DNS for longer
-//! than the grace period, one at a time, never below the floor.
+//! than the grace period, one at a time, never below the floor. And on every node, peer
+//! channels to addresses that are no member's and idle are closed.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -8,6 +9,22 @@ use tokio::sync::watch;
 
 use super::pause;
 use crate::node::RaftNode;
+
+/// Channels idle this long to addresses that are no member's are closed.
+const CHANNEL_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Closes peer channels to non-members that nobody used for [`CHANNEL_IDLE`].
+pub async fn prune_channels(node: RaftNode, mut stop: watch::Receiver<bool>) {
+    while pause(CHANNEL_IDLE / 5, &mut stop).await {
+        let members = node.member_addrs();
+        let dropped = node
+            .peers()
+            .evict_idle(CHANNEL_IDLE, |addr| members.contains(addr));
+        if dropped > 0 {
+            tracing::debug!(dropped, "closed idle channels to addresses that are no member's");
+        }
+    }
+}
 
 /// On the leader, with DNS discovery: removes members whose pods are gone for longer than
 /// the grace period. DNS errors are not absence: nothing is removed while discovery fails.

@@ -63,7 +63,8 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 /// The pool of peer channels, keyed by address. Cheap to clone.
 #[derive(Clone)]
 pub struct PeerClients {
-    channels: Arc<Mutex<HashMap<String, PeerChannel>>>,
+    /// Each channel with when it was last handed out.
+    channels: Arc<Mutex<HashMap<String, (PeerChannel, Instant)>>>,
     connect_timeout: Duration,
     metrics: Metrics,
     resolver: HostResolver,
@@ -91,8 +92,11 @@ impl PeerClients {
     /// lazy: a peer that is down costs nothing until an RPC is attempted.
     pub fn client(&self, addr: &str) -> Result<RaftPeerClient<PeerChannel>, Status> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let channel = match channels.get(addr) {
-            Some(c) => c.clone(),
+        let channel = match channels.get_mut(addr) {
+            Some((c, used)) => {
+                *used = Instant::now();
+                c.clone()
+            }
             None => {
                 let channel = PeerChannel::new(
                     addr,
@@ -100,13 +104,33 @@ impl PeerClients {
                     self.connect_timeout,
                     self.security.clone(),
                 )?;
-                channels.insert(addr.to_owned(), channel.clone());
+                channels.insert(addr.to_owned(), (channel.clone(), Instant::now()));
                 channel
             }
         };
         Ok(RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// Drops the channels (and so their connections) not handed out for `idle`, except
+    /// those `keep` names; returns how many were dropped. Addresses of departed members,
+    /// probed peers and joiners that never came would otherwise stay forever.
+    pub fn evict_idle(&self, idle: Duration, keep: impl Fn(&str) -> bool) -> usize {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = channels.len();
+        channels.retain(|addr, (_, used)| keep(addr) || used.elapsed() < idle);
+        before - channels.len()
+    }
+
+    /// Channels in the pool.
+    pub fn len(&self) -> usize {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether the pool is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Metrics, for timing peer calls.
@@ -352,5 +376,31 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         Backoff::new(
             (0..).map(|i: u32| Duration::from_millis(100u64.saturating_mul(1 << i.min(5)).min(2000))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_channels_to_non_members_are_evicted_and_members_kept() {
+        let resolver = HostResolver::new(None).expect("resolver");
+        let pool = PeerClients::new(Duration::from_secs(1), Metrics::new(), resolver, Security::none());
+        pool.client("member:1").expect("channel");
+        pool.client("gone:1").expect("channel");
+        assert_eq!(
+            pool.evict_idle(Duration::ZERO, |a| a == "member:1"),
+            1,
+            "the idle non-member goes"
+        );
+        assert_eq!(pool.len(), 1);
+        pool.client("gone:1").expect("a channel comes back on use");
+        assert_eq!(
+            pool.evict_idle(Duration::from_secs(60), |_| false),
+            0,
+            "recently used channels stay"
+        );
+        assert_eq!(pool.len(), 2);
     }
 }

@@ -212,6 +212,12 @@ impl RaftNode {
             .collect()
     }
 
+    /// The peer addresses of every member (voters and learners).
+    pub fn member_addrs(&self) -> BTreeSet<String> {
+        let m = self.inner.raft.metrics().borrow().membership_config.clone();
+        m.membership().nodes().map(|(_, n)| n.addr.clone()).collect()
+    }
+
     /// True when this node is a voter of its current membership.
     pub fn is_voter(&self) -> bool {
         let m = self.inner.raft.metrics().borrow().membership_config.clone();
