@@ -81,6 +81,20 @@ async fn slow_clients_are_cut_off_while_others_are_served_and_the_connection_cap
         );
     }
 
+    // An idle keep-alive connection is closed after the same timeout (hyper starts it while
+    // waiting for the next request's headers): http.header_read_timeout is the idle timeout.
+    let mut idle = TcpStream::connect((node.ip, HTTP_PORT)).await.expect("connect");
+    idle.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).await.expect("an answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)).await,
+        "an idle keep-alive connection was closed"
+    );
+
     // At the cap, one more connection is closed at once; slots come back as slow ones go.
     let mut held = Vec::new();
     for _ in 0..40 {
