@@ -185,6 +185,8 @@ pub struct RaftSettings {
     pub max_batch_writes: usize,
     /// Client writes waiting for a batch slot at most; more are refused (503 overloaded).
     pub max_queued_writes: usize,
+    /// Linearizable reads waiting for a read round at most; more are refused.
+    pub max_queued_reads: usize,
     /// Most batches proposed and not yet committed at once.
     pub max_in_flight_batches: usize,
     /// Confirm leadership for reads from the leader lease instead of a heartbeat round.
@@ -440,6 +442,9 @@ impl Settings {
         }
         if r.max_queued_writes == 0 {
             return invalid("raft.max_queued_writes", "must be at least 1");
+        }
+        if r.max_queued_reads == 0 {
+            return invalid("raft.max_queued_reads", "must be at least 1");
         }
         if self.http.header_read_timeout.is_zero() {
             return invalid("http.header_read_timeout", "must be greater than zero");

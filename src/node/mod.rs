@@ -106,8 +106,14 @@ impl RaftNode {
             metrics.write_batch_size.clone(),
             metrics.rejected_total.with_label_values(&["write_queue"]),
         );
-        let leader_reads = Rounds::new(metrics.read_index_rounds.clone());
-        let barrier_reads = Rounds::new(metrics.read_index_rounds.clone());
+        let reads_refused = metrics.rejected_total.with_label_values(&["read_queue"]);
+        let max_reads = raft_settings.max_queued_reads;
+        let leader_reads = Rounds::new(
+            metrics.read_index_rounds.clone(),
+            max_reads,
+            reads_refused.clone(),
+        );
+        let barrier_reads = Rounds::new(metrics.read_index_rounds.clone(), max_reads, reads_refused);
         RaftNode {
             inner: Arc::new(Inner {
                 parts,

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus::Histogram;
+use prometheus::{Histogram, IntCounter};
 
 use super::NodeError;
 
@@ -25,6 +25,10 @@ pub(super) struct Rounds<T> {
     state: Arc<Mutex<State<T>>>,
     /// Observes how many callers each round answered.
     sizes: Histogram,
+    /// Callers waiting at most; more are refused (`Overloaded`).
+    max_waiting: usize,
+    /// Counts refused callers.
+    refused: IntCounter,
 }
 
 impl<T> Clone for Rounds<T> {
@@ -32,19 +36,24 @@ impl<T> Clone for Rounds<T> {
         Rounds {
             state: self.state.clone(),
             sizes: self.sizes.clone(),
+            max_waiting: self.max_waiting,
+            refused: self.refused.clone(),
         }
     }
 }
 
 impl<T: Clone + Send + 'static> Rounds<T> {
-    /// No rounds yet; each round's size goes to `sizes`.
-    pub(super) fn new(sizes: Histogram) -> Self {
+    /// No rounds yet; each round's size goes to `sizes`; at most `max_waiting` callers
+    /// wait, and further ones are refused and counted in `refused`.
+    pub(super) fn new(sizes: Histogram, max_waiting: usize, refused: IntCounter) -> Self {
         Rounds {
             state: Arc::new(Mutex::new(State {
                 running: false,
                 waiting: Vec::new(),
             })),
             sizes,
+            max_waiting: max_waiting.max(1),
+            refused,
         }
     }
 
@@ -59,6 +68,17 @@ impl<T: Clone + Send + 'static> Rounds<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let start = {
             let mut st = self.lock();
+            if st.waiting.len() >= self.max_waiting {
+                // Callers that gave up (a client timeout) hold no place.
+                st.waiting.retain(|w| !w.is_closed());
+            }
+            if st.waiting.len() >= self.max_waiting {
+                self.refused.inc();
+                return Err(NodeError::Overloaded(format!(
+                    "{} reads are already waiting for a read round on this node (raft.max_queued_reads); retry later",
+                    st.waiting.len()
+                )));
+            }
             st.waiting.push(tx);
             !std::mem::replace(&mut st.running, true)
         };
@@ -110,9 +130,17 @@ mod tests {
 
     impl Gate {
         fn new() -> Self {
+            Gate::with_cap(1000)
+        }
+
+        fn with_cap(max_waiting: usize) -> Self {
             let sizes = Histogram::with_opts(HistogramOpts::new("round_size", "test")).expect("histogram");
             Gate {
-                rounds: Rounds::new(sizes),
+                rounds: Rounds::new(
+                    sizes,
+                    max_waiting,
+                    IntCounter::new("refused", "test").expect("counter"),
+                ),
                 release: Arc::new(Semaphore::new(0)),
                 started: Arc::default(),
             }
@@ -198,6 +226,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waiting_is_capped_and_callers_that_left_give_their_place_back() {
+        let g = Gate::with_cap(2);
+        let first = g.reader();
+        g.until_started(1).await;
+        let a = g.reader();
+        let b = g.reader();
+        g.until_waiting(2).await;
+        let refused = g.reader().await.expect("task");
+        assert!(matches!(refused, Err(NodeError::Overloaded(_))), "{refused:?}");
+        assert_eq!(g.rounds.refused.get(), 1);
+        b.abort();
+        let _ = b.await;
+        let c = g.reader();
+        g.release.add_permits(2);
+        assert_eq!(answer(first).await, 1);
+        assert_eq!(
+            answer(a).await,
+            2,
+            "a place freed by a caller that left is taken again"
+        );
+        assert_eq!(answer(c).await, 2);
+    }
+
+    #[tokio::test]
     async fn a_caller_that_goes_away_strands_nobody() {
         let g = Gate::new();
         let first = g.reader();
@@ -218,7 +270,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_round_fails_every_caller_in_it() {
         let sizes = Histogram::with_opts(HistogramOpts::new("round_size", "test")).expect("histogram");
-        let rounds: Rounds<u64> = Rounds::new(sizes);
+        let rounds: Rounds<u64> =
+            Rounds::new(sizes, 1000, IntCounter::new("refused", "test").expect("counter"));
         let failing = || async { Err(NodeError::NoLeader("no quorum".into())) };
         let (a, b) = tokio::join!(rounds.join(failing), rounds.join(failing));
         for r in [a, b] {
