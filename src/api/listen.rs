@@ -82,15 +82,15 @@ pub async fn serve(
                     .into_owned(),
             );
             if let Err(e) = conn.await {
-                // A client that sent no headers in time is the one failure worth counting.
-                let text = e.to_string();
-                if text.contains("timeout") || text.contains("timed out") {
+                // A client that sent no headers in time (or sat idle past it) is the one
+                // failure worth counting.
+                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
                     metrics
                         .rejected_total
                         .with_label_values(&["header_timeout"])
                         .inc();
                 }
-                tracing::debug!(error = %text, "HTTP connection ended with an error");
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
             drop(slot);
         });
