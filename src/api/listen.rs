@@ -84,7 +84,9 @@ pub async fn serve(
             if let Err(e) = conn.await {
                 // A client that sent no headers in time (or sat idle past it) is the one
                 // failure worth counting.
-                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout)
+                {
                     metrics
                         .rejected_total
                         .with_label_values(&["header_timeout"])
