@@ -3,15 +3,13 @@
 //! clients trust that CA. Partitions then cut TLS connections, which must be detected and
 //! re-dialled like plain ones.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft_memory::security::certs::{DevCa, Validity};
-use rustls::pki_types::ServerName;
-use rustls::pki_types::pem::PemObject;
 
 /// The run's CA and where its files go.
 pub struct Tls {
@@ -66,18 +64,8 @@ fn write(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
 }
 
-fn config(ca_pem: &str, alpn: &[u8]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("CA pem")).expect("CA");
-    }
-    let mut c = rustls::ClientConfig::builder_with_provider(openraft_memory::security::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.alpn_protocols = vec![alpn.to_vec()];
-    c
+fn config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    openraft_memory::security::tls::client_trusting(ca_pem.as_bytes(), None, &[alpn]).expect("client config")
 }
 
 /// A REST client, trusting `ca` when given.
@@ -88,7 +76,7 @@ pub fn http_client(ca: Option<&str>, timeout: Option<Duration>) -> reqwest::Clie
         b = b.timeout(t);
     }
     if let Some(ca) = ca {
-        b = b.tls_backend_preconfigured(config(ca, b"http/1.1"));
+        b = b.tls_backend_preconfigured((*config(ca, b"http/1.1")).clone());
     }
     b.build().expect("http client")
 }
@@ -102,22 +90,9 @@ pub async fn grpc_channel(url: String, ca: Option<&str>) -> Option<tonic::transp
             .await
             .ok();
     };
-    let addr: SocketAddr = url.trim_start_matches("https://").parse().ok()?;
-    let config = Arc::new(config(ca, b"h2"));
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let config = config.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let name = ServerName::IpAddress(addr.ip().into());
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_with_connector(connector)
+    let target = url.trim_start_matches("https://");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{target}")).ok()?;
+    openraft_memory::security::tls::channel(endpoint, target, config(ca, b"h2"))
         .await
         .ok()
 }

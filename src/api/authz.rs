@@ -18,7 +18,7 @@ use super::error::ApiError;
 use crate::metrics::Metrics;
 use crate::node::RaftNode;
 use crate::security::Security;
-use crate::security::auth::{Denied, Role, authorize};
+use crate::security::auth::{Denied, Policy, Role, authorize};
 
 /// The role a REST route needs (`None`: anyone).
 fn rest_role(method: &Method, route: Option<&str>, anonymous_metrics: bool) -> Option<Role> {
@@ -69,11 +69,17 @@ fn check(
     parts: (&http::HeaderMap, &http::Extensions),
     needed: Option<Role>,
 ) -> Result<(), Denied> {
+    let policy = security.policy();
     let (headers, extensions) = parts;
     let cert = extensions.get::<ConnInfo>().and_then(|c| c.cert.as_deref());
     let outcome = bearer(headers.get(http::header::AUTHORIZATION)).and_then(|token| {
-        let tokens = security.tokens();
-        authorize(security.policy(), tokens.as_deref(), token, cert, needed)
+        // Only the tokens policy reads them (no lock taken otherwise).
+        let tokens = if policy == Policy::Tokens {
+            security.tokens()
+        } else {
+            None
+        };
+        authorize(policy, tokens.as_deref(), token, cert, needed)
     });
     if let Err(denied) = &outcome {
         let reason = match denied {

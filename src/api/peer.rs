@@ -116,16 +116,12 @@ impl PeerService {
                 if cert.names.iter().any(|n| allowed.contains(n)) {
                     return Ok(());
                 }
-                let known = {
-                    let metrics = self.node.raft().metrics();
-                    let metrics = metrics.borrow();
-                    let membership = metrics.membership_config.membership();
-                    let mut members = membership.nodes().peekable();
-                    // A node that has no log yet knows no members: its first leader is
-                    // accepted on the CA alone (it has nothing to protect until it holds
-                    // entries).
-                    members.peek().is_none() || members.any(|(_, m)| cert.names_host(host_of(&m.addr)))
-                };
+                // A node that has no log yet knows no members: its first leader is accepted
+                // on the CA alone (it has nothing to protect until it holds entries).
+                let known = self
+                    .node
+                    .any_member_addr(|addr| cert.names_host(host_of(addr)))
+                    .unwrap_or(true);
                 if known {
                     return Ok(());
                 }

@@ -92,43 +92,20 @@ pub(super) enum Conn {
     Grpc(Grpc),
 }
 
-async fn tls_connect(
-    config: Arc<rustls::ClientConfig>,
-    target: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, std::io::Error> {
-    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
-    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let stream = TcpStream::connect(target).await?;
-    let _ = stream.set_nodelay(true);
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, stream)
-        .await
-}
-
 impl Dial {
     pub(super) fn new(args: &super::BenchArgs) -> Result<Dial, super::BenchError> {
         let usage = |e: String| super::BenchError::Usage(e);
         let tls = match &args.cacert {
             None => None,
             Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in crate::security::tls::read_certs(ca).map_err(|e| usage(e.to_string()))? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| usage(format!("{}: {e}", ca.display())))?;
-                }
-                let mut config =
-                    rustls::ClientConfig::builder_with_provider(crate::security::tls::provider())
-                        .with_safe_default_protocol_versions()
-                        .map_err(|e| usage(e.to_string()))?
-                        .with_root_certificates(roots)
-                        .with_no_client_auth();
-                config.alpn_protocols = match args.protocol {
-                    Protocol::Rest => vec![b"http/1.1".to_vec()],
-                    Protocol::Grpc => vec![b"h2".to_vec()],
+                let pem = std::fs::read(ca).map_err(|e| usage(format!("{}: {e}", ca.display())))?;
+                let alpn: &[&[u8]] = match args.protocol {
+                    Protocol::Rest => &[b"http/1.1"],
+                    Protocol::Grpc => &[b"h2"],
                 };
-                Some(Arc::new(config))
+                let config = crate::security::tls::client_trusting(&pem, None, alpn)
+                    .map_err(|e| usage(format!("{}: {e}", ca.display())))?;
+                Some(config)
             }
         };
         let auth = match &args.token {
@@ -151,7 +128,7 @@ impl Dial {
             Protocol::Rest => {
                 let handshake = |e: hyper::Error| format!("handshake {target}: {e}");
                 let sender = if let Some(config) = &self.tls {
-                    let stream = tls_connect(config.clone(), target)
+                    let stream = crate::security::tls::connect(config.clone(), target)
                         .await
                         .map_err(|e| connect(&e))?;
                     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(handshake)?;
@@ -176,17 +153,9 @@ impl Dial {
                     .tcp_nodelay(true);
                 let channel = match &self.tls {
                     None => endpoint.connect().await.map_err(|e| connect(&e))?,
-                    Some(config) => {
-                        let (config, target) = (config.clone(), target.to_owned());
-                        let connector = tower::service_fn(move |_: http::Uri| {
-                            let (config, target) = (config.clone(), target.clone());
-                            async move { tls_connect(config, &target).await.map(TokioIo::new) }
-                        });
-                        endpoint
-                            .connect_with_connector(connector)
-                            .await
-                            .map_err(|e| connect(&e))?
-                    }
+                    Some(config) => crate::security::tls::channel(endpoint, target, config.clone())
+                        .await
+                        .map_err(|e| connect(&e))?,
                 };
                 Ok(Conn::Grpc(StudentServiceClient::with_interceptor(
                     channel,

@@ -224,6 +224,17 @@ impl RaftNode {
         m.membership().nodes().map(|(_, n)| n.addr.clone()).collect()
     }
 
+    /// Whether `f` holds for some member's peer address; `None` while this node knows no
+    /// members (it holds no log yet). Borrows the membership instead of copying it: the
+    /// peer service asks on every Raft RPC.
+    pub fn any_member_addr(&self, f: impl Fn(&str) -> bool) -> Option<bool> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let mut members = metrics.membership_config.membership().nodes().peekable();
+        members.peek()?;
+        Some(members.any(|(_, m)| f(&m.addr)))
+    }
+
     /// True when this node is a voter of its current membership.
     pub fn is_voter(&self) -> bool {
         let m = self.inner.raft.metrics().borrow().membership_config.clone();

@@ -32,6 +32,9 @@ pub enum SecurityError {
         /// What is wrong with it.
         problem: String,
     },
+    /// PEM material handed over in memory is unusable.
+    #[error("{0}")]
+    Pem(String),
     /// The tokens file is missing or has a bad line.
     #[error("auth.tokens_file {}: {problem}", path.display())]
     Tokens {

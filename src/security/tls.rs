@@ -121,6 +121,67 @@ pub fn client_config(cert: &Path, key: &Path, ca: &Path) -> Result<Arc<ClientCon
     Ok(Arc::new(config))
 }
 
+/// A client configuration trusting the CA certificates in `ca_pem`, presenting `identity`
+/// (certificate chain and key, PEM) if given, offering `alpn`.
+pub fn client_trusting(
+    ca_pem: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, SecurityError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| SecurityError::Pem(format!("{what}: {e}"));
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| bad("CA bundle", &e))?;
+        roots.add(cert).map_err(|e| bad("CA certificate", &e))?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => {
+            let chain = CertificateDer::pem_slice_iter(chain)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad("client certificate", &e))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("client key", &e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad("client certificate", &e))?
+        }
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// Dials `target` (host:port) over TLS, checking the server's certificate against the host.
+pub async fn connect(
+    config: Arc<ClientConfig>,
+    target: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from(host_of(target).trim_matches(['[', ']']).to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let stream = tokio::net::TcpStream::connect(target).await?;
+    let _ = stream.set_nodelay(true);
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+}
+
+/// A gRPC channel from `endpoint`'s settings to `target` (host:port) over TLS with `config`.
+pub async fn channel(
+    endpoint: tonic::transport::Endpoint,
+    target: &str,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let target = target.to_owned();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (config, target) = (config.clone(), target.clone());
+        async move { connect(config, &target).await.map(hyper_util::rt::TokioIo::new) }
+    });
+    endpoint.connect_with_connector(connector).await
+}
+
 /// A client configuration that accepts any server certificate, for the local health probe
 /// only (it sends no credential; see `probe.rs`).
 pub fn unverified_client() -> Result<Arc<ClientConfig>, rustls::Error> {

@@ -119,6 +119,29 @@ impl Secure {
         .await
     }
 
+    /// Node `i`'s metrics text, through `client`.
+    async fn metrics(&self, client: &reqwest::Client, i: usize) -> Option<String> {
+        client
+            .get(self.url(i, "/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
+    /// Gives every node a new certificate from `ca` for its own address.
+    fn reissue(&self, ca: &DevCa) {
+        for (i, pair) in self.pairs.iter().enumerate() {
+            let fresh = ca
+                .issue(&[self.c.nodes[i].ip.to_string()], Validity::Days(1))
+                .expect("issue");
+            replace(&pair.key, &fresh.key);
+            replace(&pair.cert, &fresh.cert);
+        }
+    }
+
     async fn status(&self, req: reqwest::RequestBuilder) -> u16 {
         req.send().await.expect("request").status().as_u16()
     }
@@ -245,14 +268,7 @@ async fn three_nodes_over_mutual_tls_serve_https_and_grpc_to_token_holders_by_ro
             "{path} is anonymous"
         );
     }
-    let metrics = r
-        .get(s.url(0, "/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.metrics(r, 0).await.expect("metrics");
     assert!(
         metrics.contains("openraft_memory_auth_denied_total{port=\"rest\",reason=\"forbidden\"}"),
         "refusals are counted"
@@ -517,15 +533,7 @@ async fn certificates_ca_bundles_and_tokens_rotate_without_a_restart() {
     });
 
     // 1. New certificates from the same CA: the next handshake presents the new serial.
-    for (i, pair) in s.pairs.iter().enumerate() {
-        let fresh = s
-            .pki
-            .ca
-            .issue(&[s.c.nodes[i].ip.to_string()], Validity::Days(1))
-            .expect("issue");
-        replace(&pair.key, &fresh.key);
-        replace(&pair.cert, &fresh.cert);
-    }
+    s.reissue(&s.pki.ca);
     wait_for(
         "node-0 presents its new certificate",
         Duration::from_secs(10),
@@ -545,14 +553,7 @@ async fn certificates_ca_bundles_and_tokens_rotate_without_a_restart() {
         .issue(&[s.c.nodes[1].ip.to_string()], Validity::Days(1))
         .expect("issue");
     wait_for("the bundle is loaded", Duration::from_secs(10), || async {
-        let m = rest
-            .get(s.url(0, "/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let m = s.metrics(&rest, 0).await?;
         m.lines()
             .find(|l| {
                 l.starts_with("openraft_memory_security_reloads_total{part=\"peer\",result=\"success\"}")
@@ -561,13 +562,7 @@ async fn certificates_ca_bundles_and_tokens_rotate_without_a_restart() {
             .filter(|n| *n >= 3.0)
     })
     .await;
-    for (i, pair) in s.pairs.iter().enumerate() {
-        let fresh = new_ca
-            .issue(&[s.c.nodes[i].ip.to_string()], Validity::Days(1))
-            .expect("issue");
-        replace(&pair.key, &fresh.key);
-        replace(&pair.cert, &fresh.cert);
-    }
+    s.reissue(&new_ca);
     wait_for(
         "node-2 presents a certificate of the new CA",
         Duration::from_secs(10),
@@ -593,14 +588,7 @@ async fn certificates_ca_bundles_and_tokens_rotate_without_a_restart() {
         "the bad tokens file is noticed",
         Duration::from_secs(10),
         || async {
-            let m = rest
-                .get(s.url(0, "/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let m = s.metrics(&rest, 0).await?;
             m.contains("openraft_memory_security_reloads_total{part=\"tokens\",result=\"failure\"}")
                 .then_some(())
         },

@@ -1,15 +1,13 @@
 //! TLS test fixtures: a CA made in the test, certificates per node written to files, the
 //! node settings that use them, and clients (REST, client gRPC, peer gRPC) that speak TLS.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft_memory::security::certs::{DevCa, Issued, Validity};
-use openraft_memory::security::tls::{CertInfo, provider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use openraft_memory::security::tls::{self, CertInfo};
 use tonic::transport::{Channel, Endpoint};
 
 /// A CA and the directory its files go to.
@@ -76,32 +74,11 @@ pub fn node_env(pair: &Pair, ca: &Path) -> Vec<(String, String)> {
     ]
 }
 
-fn roots(ca_pem: &str) -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.expect("pem")).expect("root");
-    }
-    roots
-}
-
 /// A rustls client configuration trusting `ca_pem`, presenting `identity` if given.
 pub fn client_config(ca_pem: &str, identity: Option<&Issued>, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots(ca_pem));
-    let mut config = match identity {
-        Some(id) => {
-            let chain = CertificateDer::pem_slice_iter(id.cert.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("chain");
-            let key = PrivateKeyDer::from_pem_slice(id.key.as_bytes()).expect("key");
-            builder.with_client_auth_cert(chain, key).expect("client cert")
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
+    let identity = identity.map(|id| (id.cert.as_bytes(), id.key.as_bytes()));
+    let config = tls::client_trusting(ca_pem.as_bytes(), identity, alpn).expect("client config");
+    (*config).clone()
 }
 
 /// A REST client trusting `ca_pem`.
@@ -118,34 +95,16 @@ pub async fn grpc_channel(
     addr: SocketAddr,
     config: rustls::ClientConfig,
 ) -> Result<Channel, tonic::transport::Error> {
-    let config = Arc::new(config);
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let config = config.clone();
-        async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let name = ServerName::IpAddress(addr.ip().into());
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
-        .connect_timeout(Duration::from_secs(3))
-        .connect_with_connector(connector)
-        .await
+        .connect_timeout(Duration::from_secs(3));
+    tls::channel(endpoint, &addr.to_string(), Arc::new(config)).await
 }
 
 /// The certificate `addr` presents in a fresh handshake.
 pub async fn presented(addr: SocketAddr, ca_pem: &str) -> Option<CertInfo> {
     let config = Arc::new(client_config(ca_pem, None, &[b"http/1.1"]));
-    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let ip: IpAddr = addr.ip();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(ServerName::IpAddress(ip.into()), tcp)
-        .await
-        .ok()?;
+    let tls = tls::connect(config, &addr.to_string()).await.ok()?;
     let der = tls.get_ref().1.peer_certificates()?.first()?.clone();
     CertInfo::parse(&der)
 }
