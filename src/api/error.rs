@@ -194,3 +194,47 @@ impl From<ApiError> for tonic::Status {
         tonic::Status::new(code, e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::auth::Role;
+
+    #[test]
+    fn refusals_render_with_their_status_headers_and_codes() {
+        let overloaded = ApiError::Node(NodeError::Overloaded("queue full".into()));
+        let p = overloaded.problem();
+        assert_eq!((p.status, p.retryable), (503, true));
+        assert!(p.kind.ends_with("/overloaded"));
+        let resp = ApiError::Node(NodeError::Overloaded("queue full".into())).into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            tonic::Status::from(overloaded).code(),
+            tonic::Code::ResourceExhausted
+        );
+
+        let anon = || ApiError::Denied(Denied::Unauthenticated("no token".into()));
+        let resp = anon().into_response();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            resp.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"openraft-memory\""
+        );
+        assert_eq!(tonic::Status::from(anon()).code(), tonic::Code::Unauthenticated);
+
+        let forbidden = || {
+            ApiError::Denied(Denied::Forbidden {
+                name: "viewer".into(),
+                role: Role::Read,
+                needed: Role::Write,
+            })
+        };
+        let resp = forbidden().into_response();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(!resp.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(
+            tonic::Status::from(forbidden()).code(),
+            tonic::Code::PermissionDenied
+        );
+    }
+}

@@ -260,3 +260,63 @@ fn an_unknown_environment_variable_of_ours_is_named_and_a_look_alike_is_warned_a
         s.warnings
     );
 }
+
+#[test]
+fn a_reachable_peer_port_needs_peer_tls_or_an_explicit_insecure() {
+    let err = load_err(&[("OPENRAFT_MEMORY__RAFT__ADDR", "0.0.0.0:50052")]);
+    assert!(
+        err.contains("raft.addr") && err.contains("tls.peer.insecure"),
+        "{err}"
+    );
+    let insecure = Settings::load(Sources {
+        env: env(&[
+            ("OPENRAFT_MEMORY__RAFT__ADDR", "0.0.0.0:50052"),
+            ("OPENRAFT_MEMORY__TLS__PEER__INSECURE", "true"),
+        ]),
+        ..Default::default()
+    });
+    assert!(insecure.is_ok(), "insecure is an explicit choice: {insecure:?}");
+    let with_tls = Settings::load(Sources {
+        env: env(&[
+            ("OPENRAFT_MEMORY__RAFT__ADDR", "0.0.0.0:50052"),
+            ("OPENRAFT_MEMORY__TLS__PEER__CERT", "/c.crt"),
+            ("OPENRAFT_MEMORY__TLS__PEER__KEY", "/c.key"),
+            ("OPENRAFT_MEMORY__TLS__PEER__CA", "/ca.crt"),
+            (
+                "OPENRAFT_MEMORY__TLS__PEER__ALLOWED_NAMES",
+                "ops.example,admin.example",
+            ),
+        ]),
+        ..Default::default()
+    })
+    .expect("peer TLS settings load (the files are read by the server)");
+    assert_eq!(with_tls.tls.peer.allowed_names, ["ops.example", "admin.example"]);
+}
+
+#[test]
+fn tls_settings_that_do_not_fit_together_are_named() {
+    let err = load_err(&[("OPENRAFT_MEMORY__TLS__PEER__CERT", "/c.crt")]);
+    assert!(err.contains("tls.peer") && err.contains("together"), "{err}");
+    let err = load_err(&[("OPENRAFT_MEMORY__TLS__CLIENT__CERT", "/c.crt")]);
+    assert!(err.contains("tls.client") && err.contains("together"), "{err}");
+    let err = load_err(&[("OPENRAFT_MEMORY__TLS__CLIENT__CA", "/ca.crt")]);
+    assert!(err.contains("tls.client.ca"), "{err}");
+    let err = load_err(&[("OPENRAFT_MEMORY__TLS__RELOAD_INTERVAL", "10ms")]);
+    assert!(err.contains("tls.reload_interval"), "{err}");
+    for key in [
+        "OPENRAFT_MEMORY__GRPC__REQUEST_TIMEOUT",
+        "OPENRAFT_MEMORY__GRPC__KEEPALIVE_INTERVAL",
+    ] {
+        let err = load_err(&[(key, "0s")]);
+        assert!(err.contains("grpc."), "{key}: {err}");
+    }
+    for key in [
+        "OPENRAFT_MEMORY__GRPC__MAX_CONCURRENT_STREAMS",
+        "OPENRAFT_MEMORY__GRPC__MAX_CONNECTIONS",
+        "OPENRAFT_MEMORY__RAFT__MAX_QUEUED_WRITES",
+        "OPENRAFT_MEMORY__RAFT__MAX_QUEUED_READS",
+    ] {
+        let err = load_err(&[(key, "0")]);
+        assert!(err.contains("must be at least 1"), "{key}: {err}");
+    }
+}
