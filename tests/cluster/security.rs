@@ -16,7 +16,7 @@ use openraft_memory::security::certs::{DevCa, Validity};
 use serde_json::Value;
 use tonic::Code;
 
-use super::tls::{Pair, Pki, client_config, grpc_channel, https, node_env, presented, replace};
+use super::tls::{Pair, Pki, client_config, grpc_channel, https, https_as, node_env, presented, replace};
 use super::util::{Cluster, GRPC_PORT, HTTP_PORT, RAFT_PORT, fresh_ip, json_student, wait_for};
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -692,10 +692,7 @@ async fn client_certificates_map_to_roles_metrics_can_need_a_role_and_sighup_rel
         .ca
         .issue(&["ops-client".into()], Validity::Days(1))
         .expect("issue");
-    let as_ops = reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(pki.ca.cert_pem(), Some(&ops), &[b"http/1.1"]))
-        .build()
-        .expect("client");
+    let as_ops = https_as(pki.ca.cert_pem(), Some(&ops));
     assert_eq!(
         code(as_ops.get(url("/cluster/snapshot"))).await,
         200,
@@ -705,10 +702,7 @@ async fn client_certificates_map_to_roles_metrics_can_need_a_role_and_sighup_rel
         .ca
         .issue(&["nobody".into()], Validity::Days(1))
         .expect("issue");
-    let as_nobody = reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(pki.ca.cert_pem(), Some(&nobody), &[b"http/1.1"]))
-        .build()
-        .expect("client");
+    let as_nobody = https_as(pki.ca.cert_pem(), Some(&nobody));
     assert_eq!(code(as_nobody.get(url("/cluster"))).await, 401);
     // Server reflection is admin-only.
     let channel = grpc_channel(

@@ -83,8 +83,13 @@ pub fn client_config(ca_pem: &str, identity: Option<&Issued>, alpn: &[&[u8]]) ->
 
 /// A REST client trusting `ca_pem`.
 pub fn https(ca_pem: &str) -> reqwest::Client {
+    https_as(ca_pem, None)
+}
+
+/// A REST client trusting `ca_pem` and presenting `identity`'s certificate, if given.
+pub fn https_as(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(ca_pem, None, &[b"http/1.1"]))
+        .tls_backend_preconfigured(client_config(ca_pem, identity, &[b"http/1.1"]))
         .timeout(Duration::from_secs(10))
         .build()
         .expect("https client")
