@@ -33,6 +33,9 @@ struct LeaseState {
     /// also ranks a same-term candidate with a higher node id above), so a leader that saw
     /// a request above its vote may have granted it, and one below it cannot have.
     requested: Vec<Vote>,
+    /// The vote this node was first seen leading with, and when (check-quorum's baseline
+    /// before any peer accepted).
+    leading: Option<(Vote, Instant)>,
 }
 
 impl LeaderLease {
@@ -82,6 +85,29 @@ impl LeaderLease {
         st.quorum_acked_at(me, vote, configs, now)
             .is_some_and(|t| now < t + window)
     }
+
+    /// Check-quorum: how long, at `now`, a majority of some configuration of `configs` has
+    /// not accepted a request carrying `vote` — counted from the first time this was asked
+    /// about `vote` when no quorum accepted one since. A leader silent for longer than an
+    /// election timeout has probably been replaced, or cannot commit anything.
+    pub fn quorum_silence(
+        &self,
+        me: NodeId,
+        vote: &Vote,
+        configs: &[BTreeSet<NodeId>],
+        now: Instant,
+    ) -> Duration {
+        let mut st = self.lock();
+        let since = match st.leading {
+            Some((v, t)) if v == *vote => t,
+            _ => {
+                st.leading = Some((*vote, now));
+                now
+            }
+        };
+        let heard = st.quorum_acked_at(me, vote, configs, now).unwrap_or(since);
+        now.saturating_duration_since(heard)
+    }
 }
 
 impl LeaseState {
@@ -105,6 +131,44 @@ impl LeaseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quorum_silence_counts_from_the_last_quorum_acceptance_or_the_first_question() {
+        let lease = LeaderLease::default();
+        let base = Instant::now();
+        let vote = Vote::new_committed(2, 1);
+        let three = cfgs(&[&[1, 2, 3]]);
+        assert_eq!(lease.quorum_silence(1, &vote, &three, base), Duration::ZERO);
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &three, at(base, 700)),
+            Duration::from_millis(700),
+            "no peer accepted since leadership began"
+        );
+        lease.record_ack(2, &vote, at(base, 600));
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &three, at(base, 700)),
+            Duration::from_millis(100),
+            "one follower makes a majority of three"
+        );
+        let five = cfgs(&[&[1, 2, 3, 4, 5]]);
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &five, at(base, 700)),
+            Duration::from_millis(700),
+            "one follower of four is no majority of five"
+        );
+        let joint = cfgs(&[&[1, 2, 3], &[1, 4, 5]]);
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &joint, at(base, 700)),
+            Duration::from_millis(700),
+            "during a change, the new configuration needs its own majority"
+        );
+        let next = Vote::new_committed(3, 1);
+        assert_eq!(
+            lease.quorum_silence(1, &next, &three, at(base, 900)),
+            Duration::ZERO,
+            "a new term starts its own count; the old term's acceptances do not carry over"
+        );
+    }
 
     fn cfgs(configs: &[&[NodeId]]) -> Vec<BTreeSet<NodeId>> {
         configs.iter().map(|c| c.iter().copied().collect()).collect()

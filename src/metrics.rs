@@ -30,6 +30,10 @@ pub struct Metrics {
     pub raft_has_leader: IntGauge,
     /// Times the known leader changed.
     pub raft_leader_changes_total: IntCounter,
+    /// 1 while this node leads but no quorum of voters has answered it (check-quorum).
+    pub raft_leader_cut_off: IntGauge,
+    /// Times this node, leading, lost contact with its quorum.
+    pub raft_quorum_lost_total: IntCounter,
     /// Last log index.
     pub raft_last_log_index: IntGauge,
     /// Committed index as known to this node.
@@ -108,6 +112,12 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::with_opts(Opts::new(name, help).namespace("openraft_memory")).expect("valid metric");
     registry.register(Box::new(g.clone())).expect("unique metric");
     g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::with_opts(Opts::new(name, help).namespace("openraft_memory")).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -238,6 +248,16 @@ impl Metrics {
             raft_is_leader: gauge(r, "raft_is_leader", "1 if this node is the leader"),
             raft_has_leader: gauge(r, "raft_has_leader", "1 if this node knows a current leader"),
             raft_leader_changes_total,
+            raft_leader_cut_off: gauge(
+                r,
+                "raft_leader_cut_off",
+                "1 while this node leads but no quorum of voters has answered it for election_timeout_min",
+            ),
+            raft_quorum_lost_total: counter(
+                r,
+                "raft_quorum_lost_total",
+                "Times this node, leading, lost contact with a quorum of voters",
+            ),
             raft_last_log_index: gauge(
                 r,
                 "raft_last_log_index",

@@ -21,7 +21,7 @@ use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::client::MAX_PEER_MESSAGE_BYTES;
-use crate::network::{PeerClients, PeerNetwork};
+use crate::network::{LinkTiming, PeerClients, PeerNetwork};
 use crate::node::{NodeParts, RaftNode};
 use crate::pb::client::student_service_server::StudentServiceServer;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
@@ -186,8 +186,14 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
     if settings.tls.peer.insecure && !security.peer_tls() {
         tracing::warn!(raft_addr = %settings.raft.addr, "tls.peer.insecure: the peer port is plaintext and unauthenticated; anyone who reaches it can join, remove members or overwrite the log");
     }
+    let raft = &settings.raft;
+    let link = LinkTiming::for_raft(
+        raft.heartbeat_interval,
+        raft.election_timeout_min,
+        raft.rpc_timeout,
+    );
     let peers = PeerClients::new(
-        settings.raft.rpc_timeout,
+        link,
         metrics.clone(),
         discovery.resolver().clone(),
         security.clone(),
@@ -316,6 +322,11 @@ impl Server {
         let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));
         let reconciler = tokio::spawn(crate::cluster::reconcile(node.clone(), stop_clients.clone()));
         let pruner = tokio::spawn(crate::cluster::prune_channels(node.clone(), stop_clients.clone()));
+        let quorum_check = tokio::spawn({
+            let node = node.clone();
+            let stop = stop_clients.clone();
+            async move { node.check_quorum(stop).await }
+        });
         let health = tokio::spawn(report_health(
             node.clone(),
             health_reporter.clone(),
@@ -339,7 +350,14 @@ impl Server {
         let remaining = deadline.saturating_sub(started.elapsed());
         let drained = tokio::time::timeout(remaining, async {
             let _ = tokio::join!(
-                http_task, grpc_task, formation, feeder, health, reconciler, pruner
+                http_task,
+                grpc_task,
+                formation,
+                feeder,
+                health,
+                reconciler,
+                pruner,
+                quorum_check
             );
         })
         .await;

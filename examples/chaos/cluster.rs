@@ -15,6 +15,8 @@ use serde_json::Value;
 pub const HTTP_PORT: u16 = 8080;
 pub const GRPC_PORT: u16 = 50051;
 pub const RAFT_PORT: u16 = 50052;
+/// The nodes' `raft.election_timeout_max`; the partition gap bound is a multiple of it.
+pub const ELECTION_TIMEOUT_MAX: std::time::Duration = std::time::Duration::from_millis(600);
 
 /// One node slot (an ordinal); its process may be running, paused, killed or removed.
 pub struct Node {
@@ -127,6 +129,7 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("node log");
+        let election_max = format!("{}ms", ELECTION_TIMEOUT_MAX.as_millis());
         let mut cmd = Command::new(&self.binary);
         cmd.arg("serve")
             .args(["--node-name", &node.name()])
@@ -137,7 +140,7 @@ impl Cluster {
             .envs([
                 ("OPENRAFT_MEMORY__RAFT__HEARTBEAT_INTERVAL", "50ms"),
                 ("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MIN", "300ms"),
-                ("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX", "600ms"),
+                ("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX", &election_max),
                 ("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "2s"),
                 ("OPENRAFT_MEMORY__RAFT__SNAPSHOT_AFTER_LOGS", "300"),
                 ("OPENRAFT_MEMORY__RAFT__LOGS_TO_KEEP", "50"),

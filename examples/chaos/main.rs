@@ -70,6 +70,11 @@ struct Args {
     /// Mutual TLS between the nodes and TLS for the clients, from a CA made for the run.
     #[arg(long)]
     tls: bool,
+    /// Fail the run when a partition injected into a serving cluster leaves no write
+    /// acknowledged for longer than this many election timeouts (`raft.election_timeout_max`);
+    /// 0 turns the bound off.
+    #[arg(long, default_value_t = 3.0)]
+    partition_gap_bound: f64,
     /// The openraft-memory binary (default: next to this example's executable).
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -199,10 +204,8 @@ impl Availability {
         }
     }
 
-    /// Per fault kind, the longest stretch without an acknowledged write that overlaps a
-    /// fault of that kind (from its injection to the next fault's). `faults` are
-    /// (injected at µs, kind), in order.
-    fn gaps_by_kind<'a>(&self, faults: &[(u64, &'a str)]) -> BTreeMap<&'a str, u64> {
+    /// Stretches without an acknowledged write, as (from, to) in µs.
+    fn gaps(&self) -> Vec<(u64, u64)> {
         let mut gaps = Vec::new();
         let mut prev = 0;
         for &t in self.acked.iter().chain([&self.load_end]) {
@@ -211,20 +214,58 @@ impl Availability {
             }
             prev = prev.max(t);
         }
+        gaps
+    }
+
+    /// Per fault (`faults` are (injected at µs, kind), in order): the longest stretch
+    /// without an acknowledged write that overlaps its window (from its injection to the
+    /// next fault's), and whether the cluster was serving writes when it was injected (a
+    /// write acknowledged within [`SERVING`] before). A gap that began while an earlier
+    /// fault still held writes up is that fault's too, so only a fault injected into a
+    /// serving cluster can be held to a bound.
+    fn gap_per_fault(&self, faults: &[(u64, &str)]) -> Vec<FaultGap> {
+        let gaps = self.gaps();
+        faults
+            .iter()
+            .enumerate()
+            .map(|(i, &(from, _))| {
+                let until = faults.get(i + 1).map_or(self.load_end, |f| f.0).max(from + 1);
+                let longest = gaps
+                    .iter()
+                    .filter(|(start, end)| *start < until && *end > from)
+                    .map(|(start, end)| end - start)
+                    .max()
+                    .unwrap_or(0);
+                let serving = self
+                    .acked
+                    .iter()
+                    .any(|&t| t <= from && from - t <= SERVING.as_micros() as u64);
+                FaultGap { longest, serving }
+            })
+            .collect()
+    }
+
+    /// Per fault kind, the worst of [`Availability::gap_per_fault`].
+    fn gaps_by_kind<'a>(&self, faults: &[(u64, &'a str)]) -> BTreeMap<&'a str, u64> {
         let mut worst: BTreeMap<&str, u64> = BTreeMap::new();
-        for (i, &(from, kind)) in faults.iter().enumerate() {
-            let until = faults.get(i + 1).map_or(self.load_end, |f| f.0).max(from + 1);
-            let longest = gaps
-                .iter()
-                .filter(|(start, end)| *start < until && *end > from)
-                .map(|(start, end)| end - start)
-                .max()
-                .unwrap_or(0);
+        for (gap, &(_, kind)) in self.gap_per_fault(faults).iter().zip(faults) {
             let entry = worst.entry(kind).or_default();
-            *entry = (*entry).max(longest);
+            *entry = (*entry).max(gap.longest);
         }
         worst
     }
+}
+
+/// A write acknowledged this recently before a fault means the cluster was serving.
+const SERVING: Duration = Duration::from_millis(500);
+
+/// One fault's effect on writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FaultGap {
+    /// The longest stretch without an acknowledged write overlapping its window, in µs.
+    longest: u64,
+    /// Whether a write was acknowledged shortly before it was injected.
+    serving: bool,
 }
 
 fn format_op(op: &Op) -> String {
@@ -404,6 +445,38 @@ async fn main() -> ExitCode {
     );
     println!("faults injected: {by_kind:?}");
     let fault_times: Vec<(u64, &str)> = faults.iter().map(|f| (f.at.as_micros() as u64, f.kind)).collect();
+    let bound = cluster::ELECTION_TIMEOUT_MAX.mul_f64(args.partition_gap_bound.max(0.0));
+    let per_fault = availability.gap_per_fault(&fault_times);
+    let partitions: Vec<String> = faults
+        .iter()
+        .zip(&per_fault)
+        .filter(|(f, _)| f.kind == "partition" && !f.what.contains("skipped"))
+        .map(|(f, g)| {
+            let over = g.serving && !bound.is_zero() && g.longest > bound.as_micros() as u64;
+            if over {
+                problems.push(format!(
+                    "the partition at {:.2} s ({}) left no write acknowledged for {:.2} s, over the bound of {:.2} s ({} x election_timeout_max)",
+                    f.at.as_secs_f64(),
+                    f.what,
+                    g.longest as f64 / 1e6,
+                    bound.as_secs_f64(),
+                    args.partition_gap_bound
+                ));
+            }
+            format!(
+                "{:.2}{}",
+                g.longest as f64 / 1e6,
+                if g.serving { "" } else { " (not serving at injection)" }
+            )
+        })
+        .collect();
+    if !partitions.is_empty() {
+        println!(
+            "write gap of each partition, s (bound {:.2} s): {}",
+            bound.as_secs_f64(),
+            partitions.join(", ")
+        );
+    }
     let gaps: Vec<String> = availability
         .gaps_by_kind(&fault_times)
         .into_iter()
@@ -484,6 +557,33 @@ mod tests {
             a.gaps_by_kind(&again)["kill"],
             5 * s,
             "the worst of a kind's faults"
+        );
+    }
+
+    #[test]
+    fn only_a_fault_injected_into_a_serving_cluster_is_held_to_the_bound() {
+        let s = 1_000_000;
+        let a = Availability {
+            success_share: 1.0,
+            longest_gap: (0, 0),
+            acked: vec![s, 2 * s, 6 * s],
+            load_end: 7 * s,
+        };
+        // Injected 0.2 s after a write (serving), then 2 s after the last one (not).
+        let faults = [(2 * s + s / 5, "partition"), (4 * s, "partition")];
+        let per_fault = a.gap_per_fault(&faults);
+        assert_eq!(
+            per_fault,
+            vec![
+                FaultGap {
+                    longest: 4 * s,
+                    serving: true
+                },
+                FaultGap {
+                    longest: 4 * s,
+                    serving: false
+                },
+            ]
         );
     }
 }

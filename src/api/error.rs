@@ -55,6 +55,19 @@ pub struct Problem {
     pub detail: String,
     /// Whether retrying the same request later may succeed.
     pub retryable: bool,
+    /// On `no-leader`: the node this one believes leads but cannot reach (or this node,
+    /// cut off from a quorum), so a client may try it directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderHint>,
+}
+
+/// The leader a `no-leader` answer believes in.
+#[derive(Debug, Serialize)]
+pub struct LeaderHint {
+    /// Its Raft node id.
+    pub id: crate::NodeId,
+    /// Its node name.
+    pub name: String,
 }
 
 impl ApiError {
@@ -92,7 +105,7 @@ impl ApiError {
             ApiError::Denied(Denied::Forbidden { .. }) => {
                 (StatusCode::FORBIDDEN, "forbidden", "Forbidden", false)
             }
-            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => (
+            ApiError::Node(N::NoLeader { .. } | N::NotLeader { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-leader",
                 "No leader available",
@@ -132,6 +145,16 @@ impl ApiError {
             status: status.as_u16(),
             detail: self.to_string(),
             retryable,
+            leader: match self {
+                ApiError::Node(NodeError::NoLeader {
+                    believed: Some((id, m)),
+                    ..
+                }) => Some(LeaderHint {
+                    id: *id,
+                    name: m.name.clone(),
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -181,9 +204,13 @@ impl From<ApiError> for tonic::Status {
             ApiError::Denied(Denied::Unauthenticated(_)) => Code::Unauthenticated,
             ApiError::Denied(Denied::Forbidden { .. }) => Code::PermissionDenied,
             // Nothing was applied: marked, so clients know a retry is safe.
-            ApiError::Node(N::NoLeader(_) | N::NotLeader { .. }) => {
-                return crate::pb::not_applied(e.to_string());
+            ApiError::Node(N::NoLeader { believed, .. }) => {
+                let mut status = crate::pb::not_applied(e.to_string());
+                let believed = believed.as_ref().map(|(id, m)| (*id, m.name.as_str()));
+                crate::pb::tell_leader(status.metadata_mut(), believed);
+                return status;
             }
+            ApiError::Node(N::NotLeader { .. }) => return crate::pb::not_applied(e.to_string()),
             // The write may have been applied: UNAVAILABLE without the not-applied marker.
             ApiError::Node(N::Timeout(_)) => Code::Unavailable,
             ApiError::Node(N::Membership(_)) => Code::FailedPrecondition,

@@ -360,7 +360,14 @@ fn error_to_status(e: NodeError) -> Status {
     match e {
         NodeError::NotLeader { .. } => Status::failed_precondition("not the leader"),
         // Refused before anything was proposed: the caller may retry safely.
-        NodeError::NoLeader(m) => not_applied(m),
+        NodeError::NoLeader { reason, believed } => {
+            let mut status = not_applied(reason);
+            crate::pb::tell_leader(
+                status.metadata_mut(),
+                believed.as_ref().map(|(id, m)| (*id, m.name.as_str())),
+            );
+            status
+        }
         NodeError::Timeout(m) => Status::deadline_exceeded(m),
         NodeError::Membership(m) => Status::aborted(m),
         NodeError::UnknownMember(id) => Status::not_found(format!("no member with id {id}")),

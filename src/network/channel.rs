@@ -9,16 +9,22 @@
 //! AppendEntries instead of two; README, Performance, has the effect on latency).
 //!
 //! The connection is opened on first use, resolved afresh each time (a pod that moved is
-//! found at its new address), pinged every [`KEEPALIVE_INTERVAL`] and dropped when a ping
-//! goes unanswered for [`KEEPALIVE_TIMEOUT`] or the connection fails; the next call dials
-//! again. Calls are bounded by the callers' own timeouts.
+//! found at its new address), pinged every [`LinkTiming::keepalive_interval`] and dropped
+//! when a ping goes unanswered for [`LinkTiming::keepalive_timeout`] or the connection
+//! fails; the next call dials again. The pings are on the scale of the election timeout,
+//! not TCP's: a partition drops packets silently, and a connection that only TCP watched
+//! kept Raft RPCs queued on it for seconds after the network healed (retransmission
+//! backoff), holding an election up. After a failed dial or an unanswered ping the link is
+//! *down*: calls fail at once, marked not-applied, instead of each waiting out its own
+//! connect timeout, and one call per [`LinkTiming::retry_after`] dials again to find out
+//! whether the peer is back. Calls are bounded by the callers' own timeouts.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
@@ -29,10 +35,36 @@ use tonic::Status;
 use crate::discovery::HostResolver;
 use crate::security::Security;
 
-/// How often an idle or busy connection is pinged.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-/// A ping unanswered this long closes the connection (a peer cut off by a partition).
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How a channel watches its link; [`LinkTiming::for_raft`] derives it from Raft's timers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkTiming {
+    /// Bounds a dial: the TCP connect, the TLS and the HTTP/2 handshake, each.
+    pub connect_timeout: Duration,
+    /// How often a connection is pinged.
+    pub keepalive_interval: Duration,
+    /// A ping unanswered this long closes the connection (a peer cut off by a partition).
+    pub keepalive_timeout: Duration,
+    /// After a failure, calls fail at once for this long before one dials again.
+    pub retry_after: Duration,
+}
+
+impl LinkTiming {
+    /// Timing on the scale of the election timeout: a dead link is noticed within half of
+    /// `election_timeout_min`, well before followers elect a new leader, so by then the
+    /// links an election needs are fresh. Floors keep a loaded host's scheduling delays
+    /// from tearing down healthy connections; `rpc_timeout` caps the dial.
+    pub fn for_raft(heartbeat: Duration, election_timeout_min: Duration, rpc_timeout: Duration) -> Self {
+        let detect = (election_timeout_min / 2).max(Duration::from_millis(100));
+        LinkTiming {
+            connect_timeout: detect.min(rpc_timeout),
+            keepalive_interval: heartbeat
+                .max(election_timeout_min / 4)
+                .max(Duration::from_millis(20)),
+            keepalive_timeout: detect,
+            retry_after: heartbeat.max(Duration::from_millis(20)),
+        }
+    }
+}
 /// Request bytes gathered before the first write; a longer body (a snapshot stream) is
 /// sent on with flow control from its own task.
 const INLINE_BODY_BYTES: usize = 64 << 10;
@@ -51,9 +83,12 @@ struct Inner {
     authority: http::uri::Authority,
     port: u16,
     resolver: HostResolver,
-    connect_timeout: Duration,
+    timing: LinkTiming,
     /// Peer TLS, if on; its generation changes when the certificates are rotated.
     security: Arc<Security>,
+    /// Since when the link is down and why (a failed dial or an unanswered ping); cleared
+    /// by a successful dial. Shared with the keepalive task.
+    down: Arc<Mutex<Option<(Instant, String)>>>,
     /// The live connection, if any, and the TLS generation it was dialled with. Held across
     /// a dial so concurrent callers share it.
     conn: tokio::sync::Mutex<Option<(h2::client::SendRequest<Bytes>, u64)>>,
@@ -64,7 +99,7 @@ impl PeerChannel {
     pub fn new(
         addr: &str,
         resolver: HostResolver,
-        connect_timeout: Duration,
+        timing: LinkTiming,
         security: Arc<Security>,
     ) -> Result<Self, Status> {
         let authority: http::uri::Authority = addr
@@ -80,8 +115,9 @@ impl PeerChannel {
                 authority,
                 port,
                 resolver,
-                connect_timeout,
+                timing,
                 security,
+                down: Arc::default(),
                 conn: tokio::sync::Mutex::new(None),
             }),
         })
@@ -91,8 +127,17 @@ impl PeerChannel {
         self.inner.authority.as_str()
     }
 
+    /// Why the link is down, if it is (a failed dial or an unanswered ping, not followed by
+    /// a successful dial).
+    pub fn down(&self) -> Option<String> {
+        let down = self.inner.down.lock().unwrap_or_else(PoisonError::into_inner);
+        down.as_ref()
+            .map(|(at, why)| format!("{why} ({:?} ago)", at.elapsed()))
+    }
+
     /// A sender on the live connection, dialling one if there is none (or it died).
     async fn sender(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
+        let arrived = Instant::now();
         let mut conn = self.inner.conn.lock().await;
         let generation = self.inner.security.peer_generation();
         if let Some((tx, dialled_with)) = conn.as_ref() {
@@ -111,9 +156,33 @@ impl PeerChannel {
                 }
             }
         }
-        let tx = self.dial().await?;
+        if conn.is_none()
+            && let Some(why) = self.recently_down(arrived)
+        {
+            return Err(Status::unavailable(format!(
+                "peer {}: link down: {why}",
+                self.addr()
+            )));
+        }
+        let tx = match self.dial().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                mark_down(&self.inner.down, e.message());
+                return Err(e);
+            }
+        };
+        *self.inner.down.lock().unwrap_or_else(PoisonError::into_inner) = None;
         *conn = Some((tx.clone(), generation));
         tx.ready().await.map_err(|e| unavailable(self.addr(), &e))
+    }
+
+    /// Why a call that arrived at `arrived` should fail without dialling: the link went
+    /// down while it waited behind another call's dial (that dial's outcome is its own),
+    /// or less than `retry_after` ago.
+    fn recently_down(&self, arrived: Instant) -> Option<String> {
+        let down = self.inner.down.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, why) = down.as_ref()?;
+        (*at >= arrived || at.elapsed() < self.inner.timing.retry_after).then(|| why.clone())
     }
 
     async fn dial(&self) -> Result<h2::client::SendRequest<Bytes>, Status> {
@@ -127,7 +196,7 @@ impl PeerChannel {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no addresses");
         let mut stream = None;
         for ip in ips {
-            match tokio::time::timeout(inner.connect_timeout, TcpStream::connect((ip, port))).await {
+            match tokio::time::timeout(inner.timing.connect_timeout, TcpStream::connect((ip, port))).await {
                 Ok(Ok(s)) => {
                     stream = Some(s);
                     break;
@@ -158,7 +227,7 @@ impl PeerChannel {
             ))
         })?;
         let connect = tokio_rustls::TlsConnector::from(tls.client).connect(name, stream);
-        let stream = tokio::time::timeout(inner.connect_timeout, connect)
+        let stream = tokio::time::timeout(inner.timing.connect_timeout, connect)
             .await
             .map_err(|_| Status::unavailable(format!("TLS handshake with {addr} timed out")))?
             .map_err(|e| unavailable(addr, &format_args!("TLS handshake failed: {e}")))?;
@@ -175,7 +244,7 @@ impl PeerChannel {
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake::<_, Bytes>(stream);
-        let (tx, mut connection) = tokio::time::timeout(self.inner.connect_timeout, handshake)
+        let (tx, mut connection) = tokio::time::timeout(self.inner.timing.connect_timeout, handshake)
             .await
             .map_err(|_| Status::unavailable(format!("HTTP/2 handshake with {addr} timed out")))?
             .map_err(|e| unavailable(addr, &e))?;
@@ -187,30 +256,47 @@ impl PeerChannel {
             }
         });
         if let Some(ping) = ping {
-            tokio::spawn(keepalive(ping, driver, addr.to_owned()));
+            let down = self.inner.down.clone();
+            tokio::spawn(keepalive(ping, driver, addr.to_owned(), self.inner.timing, down));
         }
         Ok(tx)
     }
 }
 
-/// Pings the peer; a ping unanswered in time ends the connection (`driver`), so the next
-/// call dials again instead of waiting on a connection that a partition silenced.
-async fn keepalive(mut ping: h2::PingPong, driver: tokio::task::JoinHandle<()>, addr: String) {
+/// Pings the peer; a ping unanswered in time ends the connection (`driver`), failing the
+/// calls on it, and marks the link down, so calls fail fast instead of queueing on a
+/// connection that a partition silenced.
+async fn keepalive(
+    mut ping: h2::PingPong,
+    driver: tokio::task::JoinHandle<()>,
+    addr: String,
+    timing: LinkTiming,
+    down: Arc<Mutex<Option<(Instant, String)>>>,
+) {
     loop {
-        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        tokio::time::sleep(timing.keepalive_interval).await;
         if driver.is_finished() {
             return;
         }
-        match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping.ping(h2::Ping::opaque())).await {
+        match tokio::time::timeout(timing.keepalive_timeout, ping.ping(h2::Ping::opaque())).await {
             Ok(Ok(_pong)) => {}
             Ok(Err(_)) => return,
             Err(_) => {
                 tracing::debug!(peer = %addr, "peer did not answer a ping; closing the connection");
+                mark_down(
+                    &down,
+                    &format!("no answer to a ping within {:?}", timing.keepalive_timeout),
+                );
                 driver.abort();
                 return;
             }
         }
     }
+}
+
+/// Records that the link went down now, for `why`.
+fn mark_down(down: &Mutex<Option<(Instant, String)>>, why: &str) {
+    *down.lock().unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), why.to_owned()));
 }
 
 /// Marks a failure that happened before the request was sent, so the caller knows a write
@@ -396,9 +482,18 @@ mod tests {
         }
     }
 
+    fn timing() -> LinkTiming {
+        LinkTiming {
+            connect_timeout: Duration::from_secs(1),
+            keepalive_interval: Duration::from_millis(50),
+            keepalive_timeout: Duration::from_millis(200),
+            retry_after: Duration::from_millis(100),
+        }
+    }
+
     fn channel(addr: &str) -> PeerChannel {
         let resolver = HostResolver::new(None).expect("resolver");
-        PeerChannel::new(addr, resolver, Duration::from_secs(1), Security::none()).expect("channel")
+        PeerChannel::new(addr, resolver, timing(), Security::none()).expect("channel")
     }
 
     /// Sends `chunks` as one request body and returns what the server counted, plus the trailers.
@@ -473,19 +568,73 @@ mod tests {
             "a refused dial is marked not-applied: {refused:?}"
         );
 
-        // ...and comes back on the same port: the channel dials again by itself.
+        // The link is down now: the next call fails at once, without dialling, and is
+        // marked not-applied too.
+        assert!(
+            ch.down().is_some_and(|why| why.contains("refused")),
+            "{:?}",
+            ch.down()
+        );
+        let fast = send(&mut ch, vec![Bytes::from_static(b"z")])
+            .await
+            .expect_err("the link is down");
+        assert!(fast.message().contains("link down"), "{fast}");
+        assert!(
+            fast.metadata().get(crate::pb::NOT_APPLIED_HEADER).is_some(),
+            "{fast:?}"
+        );
+
+        // ...and comes back on the same port: after `retry_after` a call dials again by itself.
         let listener = TcpListener::bind(local).await.expect("rebind");
         tokio::spawn(counting_server(listener));
+        tokio::time::sleep(timing().retry_after).await;
         let (count, _) = send(&mut ch, vec![Bytes::from_static(b"four")])
             .await
             .expect("after restart");
         assert_eq!(count, "4");
+        assert_eq!(ch.down(), None, "a successful dial clears the down mark");
+    }
+
+    /// A peer that accepts and then goes silent (a partition drops its packets): the
+    /// unanswered ping closes the connection, fails the call waiting on it, and marks the
+    /// link down — within the keepalive timeout, not TCP's retransmission timeouts.
+    #[tokio::test]
+    async fn a_silent_peer_is_detected_by_its_unanswered_ping() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        // Completes the HTTP/2 handshake, then stops reading: no pongs, no responses.
+        let silent = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.expect("accept");
+            let mut conn = h2::server::handshake(sock).await.expect("handshake");
+            let _first = conn.accept().await;
+            std::future::pending::<()>().await;
+        });
+        let mut ch = channel(&addr);
+        // Without the ping nothing would end this call: the connection looks open to TCP.
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(&mut ch, vec![Bytes::from_static(b"lost")]),
+        )
+        .await
+        .expect("the unanswered ping ended the call")
+        .expect_err("the peer never answers");
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+        assert!(
+            err.metadata().get(crate::pb::NOT_APPLIED_HEADER).is_none(),
+            "the request left: its outcome is unknown, not 'not applied': {err:?}"
+        );
+        assert!(
+            ch.down().is_some_and(|why| why.contains("ping")),
+            "{:?}",
+            ch.down()
+        );
+        silent.abort();
     }
 
     #[test]
     fn an_address_without_a_port_is_refused() {
         let resolver = HostResolver::new(None).expect("resolver");
-        let err = PeerChannel::new("db-0.db", resolver, Duration::from_secs(1), Security::none())
+        let err = PeerChannel::new("db-0.db", resolver, timing(), Security::none())
             .err()
             .expect("refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);

@@ -25,7 +25,7 @@ use crate::discovery::HostResolver;
 use crate::lease::LeaderLease;
 use crate::metrics::Metrics;
 use crate::model::Member;
-use crate::network::channel::PeerChannel;
+use crate::network::channel::{LinkTiming, PeerChannel};
 use crate::pb::TARGET_NODE_HEADER;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
@@ -65,7 +65,7 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 pub struct PeerClients {
     /// Each channel with when it was last handed out.
     channels: Arc<Mutex<HashMap<String, (PeerChannel, Instant)>>>,
-    connect_timeout: Duration,
+    timing: LinkTiming,
     metrics: Metrics,
     resolver: HostResolver,
     security: Arc<Security>,
@@ -74,14 +74,14 @@ pub struct PeerClients {
 impl PeerClients {
     /// An empty pool; channels are created on first use and resolve names with `resolver`.
     pub fn new(
-        connect_timeout: Duration,
+        timing: LinkTiming,
         metrics: Metrics,
         resolver: HostResolver,
         security: Arc<Security>,
     ) -> Self {
         PeerClients {
             channels: Arc::default(),
-            connect_timeout,
+            timing,
             metrics,
             resolver,
             security,
@@ -98,12 +98,8 @@ impl PeerClients {
                 c.clone()
             }
             None => {
-                let channel = PeerChannel::new(
-                    addr,
-                    self.resolver.clone(),
-                    self.connect_timeout,
-                    self.security.clone(),
-                )?;
+                let channel =
+                    PeerChannel::new(addr, self.resolver.clone(), self.timing, self.security.clone())?;
                 channels.insert(addr.to_owned(), (channel.clone(), Instant::now()));
                 channel
             }
@@ -386,7 +382,12 @@ mod tests {
     #[tokio::test]
     async fn idle_channels_to_non_members_are_evicted_and_members_kept() {
         let resolver = HostResolver::new(None).expect("resolver");
-        let pool = PeerClients::new(Duration::from_secs(1), Metrics::new(), resolver, Security::none());
+        let timing = LinkTiming::for_raft(
+            Duration::from_millis(100),
+            Duration::from_millis(800),
+            Duration::from_secs(1),
+        );
+        let pool = PeerClients::new(timing, Metrics::new(), resolver, Security::none());
         pool.client("member:1").expect("channel");
         pool.client("gone:1").expect("channel");
         assert_eq!(

@@ -8,5 +8,6 @@ pub mod channel;
 pub mod client;
 pub mod peer;
 
+pub use channel::LinkTiming;
 pub use client::{PeerClients, PeerNetwork};
 pub use peer::PeerError;

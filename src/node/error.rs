@@ -9,9 +9,15 @@ use crate::network::PeerError;
 /// Why the node could not do what it was asked. The edges map each kind to a status once.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeError {
-    /// No leader is known or reachable; the caller may retry.
-    #[error("no leader is available: {0}")]
-    NoLeader(String),
+    /// No leader is known or reachable; nothing was applied and the caller may retry.
+    #[error("no leader is available: {reason}")]
+    NoLeader {
+        /// Why, for a person to act on.
+        reason: String,
+        /// The node this one believes leads, when it knows one but cannot reach it (or it
+        /// is this node, cut off from a quorum): clients may try it directly.
+        believed: Option<(NodeId, Member)>,
+    },
     /// This node is not the leader (peer-level answer; clients never see it).
     #[error("this node is not the leader")]
     NotLeader {
@@ -35,13 +41,23 @@ pub enum NodeError {
     Internal(String),
 }
 
+impl NodeError {
+    /// [`NodeError::NoLeader`] without a believed leader.
+    pub fn no_leader(reason: impl Into<String>) -> Self {
+        NodeError::NoLeader {
+            reason: reason.into(),
+            believed: None,
+        }
+    }
+}
+
 impl From<PeerError> for NodeError {
     /// What a failed call to the leader means for this node's caller.
     fn from(e: PeerError) -> Self {
         match e {
             PeerError::NotLeader { .. } => NodeError::NotLeader { leader: None },
             PeerError::Unreachable { peer, message } => {
-                NodeError::NoLeader(format!("leader {peer} is unreachable: {message}"))
+                NodeError::no_leader(format!("leader {peer} is unreachable: {message}"))
             }
             PeerError::ContactLost { peer, message } => NodeError::Timeout(format!(
                 "lost contact with the leader {peer} during the write; it may or may not have been applied: {message}"

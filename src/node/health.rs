@@ -107,6 +107,27 @@ impl RaftNode {
         }
     }
 
+    /// Why `leader` looks unreachable from this follower: it was heard from (AppendEntries
+    /// or a heartbeat) but not for longer than `max(election_timeout_min / 2, 3 heartbeats)`.
+    /// Half an election timeout: long enough that a busy but live leader is not refused,
+    /// short enough that clients hear about a lost leader before the election that
+    /// replaces it. `None` when it is heard, or when this node has no contact record for
+    /// it yet (a leader just elected, or one known only from a restart): then it is tried.
+    pub(super) fn leader_silent(&self, leader: NodeId) -> Option<String> {
+        let raft = &self.inner.settings.raft;
+        let limit = (raft.election_timeout_min / 2).max(raft.heartbeat_interval * 3);
+        let c = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        let quiet = c.at?.elapsed();
+        (c.leader == Some(leader) && quiet > limit).then(|| {
+            format!(
+                "the leader has not been heard from for {} ms (limit {} ms): it is down or \
+                 cut off from this node",
+                quiet.as_millis(),
+                limit.as_millis()
+            )
+        })
+    }
+
     /// The commit index this node knows: its own on the leader, the leader's report elsewhere.
     pub fn committed_index(&self) -> Option<u64> {
         let m = self.inner.raft.metrics().borrow().clone();
@@ -211,6 +232,9 @@ impl RaftNode {
         };
         let fresh = self.inner.settings.raft.election_timeout_max * 2;
         if leader == self.inner.id {
+            if let Some(why) = self.cut_off() {
+                return Err(why);
+            }
             return match m.millis_since_quorum_ack {
                 Some(ms) if Duration::from_millis(ms) <= fresh => Ok(()),
                 Some(ms) => Err(format!("leader without quorum contact for {ms} ms")),

@@ -44,6 +44,10 @@ pub(super) trait LeaderView: Sync {
     ) -> impl Future<Output = Result<(NodeId, Member), NodeError>> + Send;
     /// Waits (at most `wait`) until the leader is someone other than `from`.
     fn await_change(&self, from: NodeId, wait: Duration) -> impl Future<Output = ()> + Send;
+    /// Why this node, which leads, cannot serve now (check-quorum), if so.
+    fn cut_off(&self) -> Option<String>;
+    /// Why `leader`, which this follower knows, looks unreachable (it has gone quiet), if so.
+    fn leader_silent(&self, leader: NodeId) -> Option<String>;
 }
 
 /// Runs `op` on the leader, by `deadline`. An attempt that finds the leader moved
@@ -69,14 +73,38 @@ where
             (leader_id, leader) = view.await_successor(deadline).await?;
         }
         let target = if leader_id == view.me() {
+            if let Some(reason) = view.cut_off() {
+                // Refused before anything is proposed: the client may retry elsewhere at once.
+                return Err(NodeError::no_leader(reason));
+            }
             Target::Here
         } else {
+            if let Some(reason) = view.leader_silent(leader_id) {
+                // Forwarding would wait for a dead link to be noticed and then leave the
+                // outcome unknown: refuse before sending, and say whom we believe leads.
+                return Err(NodeError::NoLeader {
+                    reason,
+                    believed: Some((leader_id, leader)),
+                });
+            }
             Target::Peer(leader.clone())
         };
+        let here = target == Target::Here;
         match op(target).await {
+            // The leader this node knows could not be reached (or refused: it is cut off
+            // itself): say which node that is, so a client can try it directly.
+            Err(NodeError::NoLeader {
+                reason,
+                believed: None,
+            }) if !here => {
+                return Err(NodeError::NoLeader {
+                    reason,
+                    believed: Some((leader_id, leader)),
+                });
+            }
             Err(NodeError::NotLeader { leader: hint }) => {
                 let now = hint.map_or_else(|| "unknown".to_owned(), |(_, m)| m.name);
-                last_move = Some(NodeError::NoLeader(format!(
+                last_move = Some(NodeError::no_leader(format!(
                     "leadership moved while this request was routed to {} (now: {now})",
                     leader.name
                 )));
@@ -86,7 +114,7 @@ where
             other => return other,
         }
     }
-    Err(last_move.unwrap_or_else(|| NodeError::NoLeader("the leader kept changing".into())))
+    Err(last_move.unwrap_or_else(|| NodeError::no_leader("the leader kept changing")))
 }
 
 impl RaftNode {
@@ -127,7 +155,7 @@ impl LeaderView for RaftNode {
             .metrics(|m| m.current_leader.is_some(), "leader known")
             .await;
         self.current_leader().ok_or_else(|| {
-            NodeError::NoLeader(format!(
+            NodeError::no_leader(format!(
                 "no leader elected within {wait:?}; a quorum of voters may be down or partitioned"
             ))
         })
@@ -144,8 +172,8 @@ impl LeaderView for RaftNode {
             .await;
         match self.current_leader() {
             Some((id, m)) if id != me => Ok((id, m)),
-            _ => Err(NodeError::NoLeader(
-                "this node is shutting down and no successor was elected in time".into(),
+            _ => Err(NodeError::no_leader(
+                "this node is shutting down and no successor was elected in time",
             )),
         }
     }
@@ -157,6 +185,14 @@ impl LeaderView for RaftNode {
             .wait(Some(wait))
             .metrics(|m| m.current_leader != Some(from), "leader changed")
             .await;
+    }
+
+    fn cut_off(&self) -> Option<String> {
+        RaftNode::cut_off(self)
+    }
+
+    fn leader_silent(&self, leader: NodeId) -> Option<String> {
+        RaftNode::leader_silent(self, leader)
     }
 }
 
@@ -181,6 +217,8 @@ mod tests {
         handing_over: bool,
         successor: Option<NodeId>,
         changes_awaited: Mutex<Vec<NodeId>>,
+        cut_off: Option<String>,
+        silent: Option<NodeId>,
     }
 
     impl Script {
@@ -191,6 +229,8 @@ mod tests {
                 handing_over: false,
                 successor: None,
                 changes_awaited: Mutex::default(),
+                cut_off: None,
+                silent: None,
             }
         }
     }
@@ -208,15 +248,21 @@ mod tests {
         async fn await_leader(&self, _deadline: Instant) -> Result<(NodeId, Member), NodeError> {
             let next = self.leaders.lock().expect("test lock").pop().flatten();
             next.map(|id| (id, member(id)))
-                .ok_or_else(|| NodeError::NoLeader("no leader elected within the deadline".into()))
+                .ok_or_else(|| NodeError::no_leader("no leader elected within the deadline"))
         }
         async fn await_successor(&self, _deadline: Instant) -> Result<(NodeId, Member), NodeError> {
             self.successor
                 .map(|id| (id, member(id)))
-                .ok_or_else(|| NodeError::NoLeader("no successor".into()))
+                .ok_or_else(|| NodeError::no_leader("no successor"))
         }
         async fn await_change(&self, from: NodeId, _wait: Duration) {
             self.changes_awaited.lock().expect("test lock").push(from);
+        }
+        fn cut_off(&self) -> Option<String> {
+            self.cut_off.clone()
+        }
+        fn leader_silent(&self, leader: NodeId) -> Option<String> {
+            (self.silent == Some(leader)).then(|| format!("n{leader} silent for 800 ms"))
         }
     }
 
@@ -281,7 +327,9 @@ mod tests {
     #[tokio::test]
     async fn no_leader_within_the_deadline_is_a_retry_safe_no_leader() {
         let (r, tried) = run(&Script::new(1, &[None]), vec![]).await;
-        assert!(matches!(r, Err(NodeError::NoLeader(m)) if m.contains("within the deadline")));
+        assert!(
+            matches!(r, Err(NodeError::NoLeader { reason, .. }) if reason.contains("within the deadline"))
+        );
         assert!(tried.is_empty(), "nothing was attempted");
     }
 
@@ -290,7 +338,7 @@ mod tests {
         let view = Script::new(1, &[Some(2), Some(2), Some(2)]);
         let (r, tried) = run(&view, vec![Err(moved()), Err(moved()), Err(moved())]).await;
         assert!(
-            matches!(&r, Err(NodeError::NoLeader(m)) if m.contains("leadership moved")),
+            matches!(&r, Err(NodeError::NoLeader { reason, .. }) if reason.contains("leadership moved")),
             "{r:?}"
         );
         assert_eq!(tried.len(), ROUTE_ATTEMPTS);
@@ -299,9 +347,9 @@ mod tests {
     #[tokio::test]
     async fn a_failure_other_than_a_move_is_final() {
         let view = Script::new(1, &[Some(2), Some(3)]);
-        let unreachable = NodeError::NoLeader("leader n2 is unreachable: connection refused".into());
+        let unreachable = NodeError::no_leader("leader n2 is unreachable: connection refused");
         let (r, tried) = run(&view, vec![Err(unreachable), Ok(1)]).await;
-        assert!(matches!(r, Err(NodeError::NoLeader(m)) if m.contains("unreachable")));
+        assert!(matches!(r, Err(NodeError::NoLeader { reason, .. }) if reason.contains("unreachable")));
         assert_eq!(tried.len(), 1, "not retried: the caller decides");
         let timeout = NodeError::Timeout("may or may not be applied".into());
         let (r, _) = run(&Script::new(1, &[Some(2)]), vec![Err(timeout)]).await;
@@ -309,6 +357,63 @@ mod tests {
             matches!(r, Err(NodeError::Timeout(_))),
             "a write of unknown outcome is never retried"
         );
+    }
+
+    #[tokio::test]
+    async fn a_leader_cut_off_from_its_quorum_refuses_at_once_without_trying() {
+        let mut view = Script::new(1, &[Some(1)]);
+        view.cut_off = Some("no quorum answered for 900 ms".into());
+        let (r, tried) = run(&view, vec![]).await;
+        assert!(
+            matches!(&r, Err(NodeError::NoLeader { reason, believed: None }) if reason.contains("900 ms")),
+            "{r:?}"
+        );
+        assert!(tried.is_empty(), "nothing was proposed");
+        // Cut off is about this node leading: a follower still forwards to its leader.
+        let mut view = Script::new(1, &[Some(2)]);
+        view.cut_off = Some("irrelevant".into());
+        let (r, _) = run(&view, vec![Ok(4)]).await;
+        assert_eq!(r.ok(), Some(4));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_leader_is_named_in_the_refusal() {
+        let view = Script::new(1, &[Some(2)]);
+        let down = NodeError::no_leader("leader n2 is unreachable: link down");
+        let (r, _) = run(&view, vec![Err(down)]).await;
+        match r {
+            Err(NodeError::NoLeader {
+                reason,
+                believed: Some((2, m)),
+            }) => {
+                assert!(reason.contains("link down"), "{reason}");
+                assert_eq!(m, member(2));
+            }
+            other => panic!("expected no-leader naming n2, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_leader_is_not_forwarded_to_and_is_named() {
+        let mut view = Script::new(1, &[Some(2)]);
+        view.silent = Some(2);
+        let (r, tried) = run(&view, vec![]).await;
+        match r {
+            Err(NodeError::NoLeader {
+                reason,
+                believed: Some((2, m)),
+            }) => {
+                assert!(reason.contains("silent"), "{reason}");
+                assert_eq!(m, member(2));
+            }
+            other => panic!("expected no-leader naming n2, got {other:?}"),
+        }
+        assert!(tried.is_empty(), "nothing was sent");
+        // Only the silent node is refused: a leader that is heard is forwarded to.
+        let mut view = Script::new(1, &[Some(3)]);
+        view.silent = Some(2);
+        let (r, _) = run(&view, vec![Ok(6)]).await;
+        assert_eq!(r.ok(), Some(6));
     }
 
     #[tokio::test]
@@ -321,7 +426,7 @@ mod tests {
         let mut view = Script::new(1, &[Some(1)]);
         view.handing_over = true;
         let (r, tried) = run(&view, vec![]).await;
-        assert!(matches!(r, Err(NodeError::NoLeader(_))));
+        assert!(matches!(r, Err(NodeError::NoLeader { .. })));
         assert!(tried.is_empty());
     }
 }

@@ -2,9 +2,11 @@
 //! client gRPC, the peer service) need, so the rules live in one place. Each concern has
 //! its own file: [`batch`] (the write batcher), [`write`] (local and forwarded writes), [`read`] (linearizable
 //! reads: leader lease, shared read rounds), [`membership`] (join and remove), [`health`]
-//! (readiness, status, `/cluster`), [`leader`] (finding the leader), [`error`].
+//! (readiness, status, `/cluster`), [`leader`] (finding the leader), [`check_quorum`] (a
+//! leader cut off from its quorum refuses at once), [`error`].
 
 mod batch;
+mod check_quorum;
 mod error;
 mod health;
 mod leader;
@@ -76,6 +78,8 @@ struct Inner {
     leader_reads: Rounds<Option<u64>>,
     /// Read points shared by concurrent linearizable reads on this node.
     barrier_reads: Rounds<Option<u64>>,
+    /// True while this node leads but no quorum answers it (`check_quorum`).
+    cut_off: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::ops::Deref for Inner {
@@ -125,6 +129,7 @@ impl RaftNode {
                 batcher,
                 leader_reads,
                 barrier_reads,
+                cut_off: tokio::sync::watch::Sender::new(false),
             }),
         }
     }

@@ -45,6 +45,9 @@ impl RaftNode {
             self.inner.metrics.lease_confirmations.inc();
             return Ok(point);
         }
+        if let Some(reason) = self.cut_off() {
+            return Err(NodeError::no_leader(reason));
+        }
         self.inner.metrics.heartbeat_confirmations.inc();
         let timeout = self.inner.settings.raft.write_timeout;
         match tokio::time::timeout(timeout, self.inner.raft.get_read_log_id()).await {
@@ -57,7 +60,7 @@ impl RaftNode {
                     leader: f.leader_id.zip(f.leader_node),
                 })
             }
-            Ok(Err(RaftError::APIError(e))) => Err(NodeError::NoLeader(e.to_string())),
+            Ok(Err(RaftError::APIError(e))) => Err(NodeError::no_leader(e.to_string())),
             Ok(Err(RaftError::Fatal(e))) => Err(NodeError::Internal(format!("raft stopped: {e}"))),
         }
     }

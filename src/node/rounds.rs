@@ -272,10 +272,10 @@ mod tests {
         let sizes = Histogram::with_opts(HistogramOpts::new("round_size", "test")).expect("histogram");
         let rounds: Rounds<u64> =
             Rounds::new(sizes, 1000, IntCounter::new("refused", "test").expect("counter"));
-        let failing = || async { Err(NodeError::NoLeader("no quorum".into())) };
+        let failing = || async { Err(NodeError::no_leader("no quorum")) };
         let (a, b) = tokio::join!(rounds.join(failing), rounds.join(failing));
         for r in [a, b] {
-            assert!(matches!(r, Err(NodeError::NoLeader(m)) if m == "no quorum"));
+            assert!(matches!(r, Err(NodeError::NoLeader { reason, .. }) if reason == "no quorum"));
         }
     }
 }

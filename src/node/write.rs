@@ -51,9 +51,22 @@ impl RaftNode {
             // Let the caller retry elsewhere instead of racing our own leadership transfer.
             return Err(NodeError::NotLeader { leader: None });
         }
+        if let Some(reason) = self.cut_off() {
+            // Forwarded writes arrive here directly: refuse them before proposing, too.
+            return Err(NodeError::no_leader(reason));
+        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         let timer = self.inner.metrics.raft_client_write_duration.start_timer();
-        let res = tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)).await;
+        let mut cut_off = self.cut_off_signal();
+        let res = tokio::select! {
+            res = tokio::time::timeout(remaining, self.inner.raft.client_write(cmd)) => res,
+            _ = cut_off.wait_for(|cut| *cut) => {
+                return Err(NodeError::Timeout(
+                    "this node lost contact with a quorum of voters while the write was in flight; \
+                     it may or may not be applied (a new leader may still commit it)".into(),
+                ));
+            }
+        };
         drop(timer);
         match res {
             Err(_) => Err(NodeError::Timeout(format!(

@@ -56,3 +56,24 @@ pub fn not_applied(message: impl Into<String>) -> tonic::Status {
     );
     status
 }
+
+/// gRPC metadata on a `no-leader` answer naming the node the answering node believes leads
+/// (its name), when it knows one it cannot reach; [`LEADER_ID_HEADER`] carries its Raft id.
+/// Clients may send the request there directly.
+pub const LEADER_HEADER: &str = "x-openraft-memory-leader";
+/// The Raft id of the node in [`LEADER_HEADER`].
+pub const LEADER_ID_HEADER: &str = "x-openraft-memory-leader-id";
+
+/// Adds the believed leader's name and id to `metadata`, if there is one (names that are
+/// not valid metadata are left out: the hint is advice, never needed).
+pub fn tell_leader(metadata: &mut tonic::metadata::MetadataMap, believed: Option<(u64, &str)>) {
+    let Some((id, name)) = believed else {
+        return;
+    };
+    if let Ok(name) = name.parse() {
+        metadata.insert(LEADER_HEADER, name);
+    }
+    if let Ok(id) = id.to_string().parse() {
+        metadata.insert(LEADER_ID_HEADER, id);
+    }
+}

@@ -147,9 +147,14 @@ async fn stopping_the_whole_cluster_does_not_wait_for_a_hand_over_nobody_can_tak
     );
 }
 
+/// Check-quorum: a leader whose followers are gone stops taking writes once it has not
+/// heard from a quorum for an election timeout, and says so at once instead of letting
+/// every write wait out `raft.write_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_without_quorum_fail_fast_with_503_and_unavailable() {
-    let mut c = Cluster::new(3, env(&[("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "2s")]));
+async fn a_leader_cut_off_from_its_quorum_refuses_writes_at_once_as_not_applied() {
+    // A write timeout far beyond the election timeout: an answer within it can only come
+    // from check-quorum.
+    let mut c = Cluster::new(3, env(&[("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "20s")]));
     c.start_all();
     let leader = c.wait_stable(&[0, 1, 2], 3).await;
     for i in 0..3 {
@@ -158,50 +163,178 @@ async fn writes_without_quorum_fail_fast_with_503_and_unavailable() {
         }
     }
     let l = &c.nodes[leader];
+    // A write proposed just before the leader notices may still be in flight: it ends when
+    // the leader sees it is cut off, as an unknown outcome, well before the write timeout.
     let started = Instant::now();
     let r = post(l, &json_student(1, "x", 1.0)).await;
     let elapsed = started.elapsed();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let r_body = r;
-    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+
+    // Readiness says why.
+    let ready: Value = wait_for(
+        "readyz names the lost quorum",
+        Duration::from_secs(10),
+        || async {
+            let r = http().get(format!("{}/readyz", l.http())).send().await.ok()?;
+            if r.status() != 503 {
+                return None;
+            }
+            let body: Value = r.json().await.ok()?;
+            body["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("quorum"))
+                .then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        ready["reason"].as_str().is_some_and(|s| s.contains("cut off")),
+        "{ready}"
+    );
+
+    // From now on nothing is proposed: REST says no-leader, retryable, and fast.
+    let started = Instant::now();
+    let body: Value = post(l, &json_student(2, "y", 1.0))
+        .await
+        .json()
+        .await
+        .expect("problem");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        body["type"].as_str().is_some_and(|t| t.ends_with("/no-leader")),
+        "{body}"
+    );
+    assert_eq!(body["retryable"], true);
     let mut g = l.grpc().await;
     let err = g
         .create_student(client::CreateStudentRequest {
             student: Some(client::Student {
-                id: 2,
-                name: "y".into(),
+                id: 3,
+                name: "z".into(),
                 score: 1.0,
             }),
         })
         .await
         .expect_err("no quorum");
     assert_eq!(err.code(), Code::Unavailable);
-    // The leader proposed the write: it may still commit, so it is not marked "not applied".
     assert!(
         err.metadata()
             .get(openraft_memory::pb::NOT_APPLIED_HEADER)
-            .is_none()
+            .is_some(),
+        "{err:?}"
     );
-    let body: Value = r_body.json().await.expect("problem");
-    assert!(
-        body["type"].as_str().is_some_and(|t| t.ends_with("/timeout")),
-        "{body}"
-    );
-    // The node stays up and says why it is not ready.
+    // A linearizable read needs the same quorum.
+    let r = http()
+        .get(format!("{}/students/1", l.http()))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(r.status(), 503);
+
+    // The node stays up, and the metrics show the cut-off.
     let r = http()
         .get(format!("{}/livez", l.http()))
         .send()
         .await
         .expect("livez");
     assert_eq!(r.status(), 200);
-    let r = wait_for("readyz turns 503", Duration::from_secs(10), || async {
-        let r = http().get(format!("{}/readyz", l.http())).send().await.ok()?;
-        (r.status() == 503).then_some(r)
+    let text = http()
+        .get(format!("{}/metrics", l.http()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.lines().any(|l| l == "openraft_memory_raft_leader_cut_off 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("openraft_memory_raft_quorum_lost_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
+}
+
+/// A follower that cannot reach the leader it knows refuses at once as not-applied and
+/// names that leader, so a client can try it directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_cannot_reach_its_leader_names_it() {
+    // Long election timeouts keep the paused leader the one the followers believe in for
+    // a few seconds: the window this test looks at.
+    let mut c = Cluster::new(
+        3,
+        env(&[
+            ("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MIN", "4s"),
+            ("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX", "6s"),
+            ("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT", "20s"),
+        ]),
+    );
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let info = c.nodes[leader].cluster().await.expect("cluster");
+    let leader_id = info["node"]["id"].as_u64().expect("id");
+    let leader_name = c.nodes[leader].name.clone();
+    let follower = (leader + 1) % 3;
+    let f = &c.nodes[follower];
+    assert_eq!(post(f, &json_student(1, "a", 1.0)).await.status(), 201);
+
+    c.nodes[leader].signal("STOP");
+    let started = Instant::now();
+    let body: Value = wait_for("a refusal naming the leader", Duration::from_secs(10), || async {
+        let r = post(f, &json_student(2, "b", 1.0)).await;
+        let body: Value = r.json().await.ok()?;
+        (body["type"].as_str().is_some_and(|t| t.ends_with("/no-leader")) && body["leader"].is_object())
+            .then_some(body)
     })
     .await;
-    let body: Value = r.json().await.expect("json");
-    assert!(body["reason"].as_str().is_some_and(|s| !s.is_empty()));
+    // Well inside the write timeout: the dead link was noticed, not waited out.
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(body["retryable"], true, "{body}");
+    assert_eq!(body["leader"]["id"], leader_id, "{body}");
+    assert_eq!(body["leader"]["name"], leader_name.as_str(), "{body}");
+
+    let mut g = f.grpc().await;
+    let err = g
+        .create_student(client::CreateStudentRequest {
+            student: Some(client::Student {
+                id: 3,
+                name: "c".into(),
+                score: 1.0,
+            }),
+        })
+        .await
+        .expect_err("leader unreachable");
+    assert_eq!(err.code(), Code::Unavailable);
+    let md = err.metadata();
+    assert!(
+        md.get(openraft_memory::pb::NOT_APPLIED_HEADER).is_some(),
+        "{err:?}"
+    );
+    assert_eq!(
+        md.get(openraft_memory::pb::LEADER_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some(leader_name.as_str()),
+        "{err:?}"
+    );
+    assert_eq!(
+        md.get(openraft_memory::pb::LEADER_ID_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some(leader_id.to_string().as_str()),
+        "{err:?}"
+    );
+    c.nodes[leader].signal("CONT");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,8 +207,20 @@ async fn three_nodes_holding_seven(env: Vec<(String, String)>) -> (Cluster, usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_lease_confirms_reads_until_the_followers_go_silent() {
-    let (c, leader) =
-        three_nodes_holding_seven(vec![("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT".into(), "1s".into())]).await;
+    // Election timeouts well past the lease, so the leader's check-quorum (which refuses
+    // without a heartbeat round) does not step in before the expired lease is seen.
+    let (c, leader) = three_nodes_holding_seven(vec![
+        ("OPENRAFT_MEMORY__RAFT__WRITE_TIMEOUT".into(), "1s".into()),
+        (
+            "OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MIN".into(),
+            "1500ms".into(),
+        ),
+        (
+            "OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX".into(),
+            "2500ms".into(),
+        ),
+    ])
+    .await;
     // Reads everywhere see the write; the leader confirms its own reads and the followers'
     // read-index requests from the lease (the write just renewed it).
     for i in 0..30 {
@@ -264,6 +276,16 @@ async fn an_abandoned_lone_write_gives_its_slot_back() {
     let (c, leader) = three_nodes_holding_seven(vec![
         ("OPENRAFT_MEMORY__RAFT__MAX_IN_FLIGHT_BATCHES".into(), "1".into()),
         ("OPENRAFT_MEMORY__HTTP__REQUEST_TIMEOUT".into(), "300ms".into()),
+        // Past the request timeout, so it is the abandonment that ends the write, not
+        // the leader's check-quorum.
+        (
+            "OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MIN".into(),
+            "1500ms".into(),
+        ),
+        (
+            "OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX".into(),
+            "2500ms".into(),
+        ),
     ])
     .await;
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
