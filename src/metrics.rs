@@ -34,6 +34,8 @@ pub struct Metrics {
     pub raft_leader_cut_off: IntGauge,
     /// Times this node, leading, lost contact with its quorum.
     pub raft_quorum_lost_total: IntCounter,
+    /// Elections this node started itself (its leader went silent, or a round stalled).
+    pub raft_campaigns_started_total: IntCounter,
     /// Last log index.
     pub raft_last_log_index: IntGauge,
     /// Committed index as known to this node.
@@ -257,6 +259,11 @@ impl Metrics {
                 r,
                 "raft_quorum_lost_total",
                 "Times this node, leading, lost contact with a quorum of voters",
+            ),
+            raft_campaigns_started_total: counter(
+                r,
+                "raft_campaigns_started_total",
+                "Elections this node started itself: its leader was silent for longer than election_timeout_max, or an election round stayed undecided",
             ),
             raft_last_log_index: gauge(
                 r,

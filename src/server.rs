@@ -205,6 +205,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         lease: lease.clone(),
     };
     let config = Arc::new(settings.openraft_config()?);
+    let log = log_store.clone();
     let raft = Raft::new(id, config, network, log_store, sm.clone())
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
@@ -213,6 +214,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         id,
         member,
         raft,
+        log,
         sm,
         peers,
         lease,
@@ -322,6 +324,7 @@ impl Server {
         let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));
         let reconciler = tokio::spawn(crate::cluster::reconcile(node.clone(), stop_clients.clone()));
         let pruner = tokio::spawn(crate::cluster::prune_channels(node.clone(), stop_clients.clone()));
+        node.take_over_elections();
         let quorum_check = tokio::spawn({
             let node = node.clone();
             let stop = stop_clients.clone();

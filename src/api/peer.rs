@@ -352,6 +352,21 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
     ) -> Result<Response<peer::StatusResponse>, Status> {
         Ok(Response::new(self.node.status().into()))
     }
+
+    async fn pre_vote(
+        &self,
+        request: Request<peer::PreVoteRequest>,
+    ) -> Result<Response<peer::PreVoteResponse>, Status> {
+        self.authorize(&request, Peer::Member("PreVote"))?;
+        self.check_target(&request)?;
+        let req = request.into_inner();
+        let last_log_id = log_id_from_pb(req.last_log_id).map_err(bad)?;
+        let answer = self.node.pre_vote(req.candidate, last_log_id).await;
+        Ok(Response::new(peer::PreVoteResponse {
+            granted: answer.is_ok(),
+            reason: answer.err().unwrap_or_default(),
+        }))
+    }
 }
 
 /// The peer protocol's answer for a [`NodeError`]; `network::peer::PeerError` decodes it on

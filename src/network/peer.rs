@@ -204,6 +204,40 @@ impl PeerClients {
         })
     }
 
+    /// Asks voter `id` at `to` whether it would vote for `candidate`, whose log ends at
+    /// `last_log_id`, now (pre-vote). `Ok(Err(reason))`: it would not, and why.
+    pub async fn pre_vote(
+        &self,
+        to: &Member,
+        id: NodeId,
+        candidate: NodeId,
+        last_log_id: Option<crate::LogId>,
+        deadline: Instant,
+    ) -> Result<Result<(), String>, PeerError> {
+        let mut req = request(
+            peer::PreVoteRequest {
+                candidate,
+                last_log_id: crate::pb::convert::log_id_to_pb(last_log_id),
+            },
+            deadline,
+        );
+        // Addressed like the Raft RPCs: a new incarnation at the same address must not
+        // answer for its predecessor.
+        req.metadata_mut().insert(
+            crate::pb::TARGET_NODE_HEADER,
+            tonic::metadata::MetadataValue::from(id),
+        );
+        let resp = self
+            .call(
+                "pre_vote",
+                to,
+                deadline,
+                |mut c| async move { c.pre_vote(req).await },
+            )
+            .await?;
+        Ok(if resp.granted { Ok(()) } else { Err(resp.reason) })
+    }
+
     /// One call to `to`, bounded by `deadline`, timed in `peer_rpc_duration_seconds`.
     async fn call<T, F, Fut>(&self, rpc: &str, to: &Member, deadline: Instant, f: F) -> Result<T, PeerError>
     where

@@ -13,12 +13,17 @@
 //! majority's election, and a heal before that election costs nothing: its followers
 //! answer again and it serves on.
 
+//!
+//! The same loop drives the election timer ([`super::election`]): one task watches the
+//! node's role every heartbeat.
+
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use tokio::sync::watch;
 
 use super::RaftNode;
+use super::election::ElectionTimer;
 
 impl RaftNode {
     /// Why this node, which leads, cannot serve leader-only requests now: no majority of
@@ -54,9 +59,9 @@ impl RaftNode {
         self.inner.cut_off.subscribe()
     }
 
-    /// Watches this node's leadership every heartbeat until `stop`: flags the moment it is
-    /// cut off (logged, counted, and signalled to the writes in flight) and when it is
-    /// heard again.
+    /// Watches this node's leadership every heartbeat until `stop`: as leader, flags the
+    /// moment it is cut off (logged, counted, and signalled to the writes in flight) and
+    /// when it is heard again; as follower or candidate, campaigns when the election stalls.
     pub async fn check_quorum(&self, mut stop: watch::Receiver<bool>) {
         let every = self
             .inner
@@ -66,11 +71,13 @@ impl RaftNode {
             .max(Duration::from_millis(10));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut timer = ElectionTimer::new(&self.inner.settings.raft);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            self.election_tick(&mut timer).await;
             let reason = self.cut_off();
             let now_cut = reason.is_some();
             let was_cut = *self.inner.cut_off.borrow();
@@ -82,7 +89,7 @@ impl RaftNode {
                     tracing::warn!(reason = %why, "leader cut off from its quorum: refusing writes and linearizable reads until it is heard again or replaced");
                     self.inner.metrics.raft_quorum_lost_total.inc();
                 }
-                None => tracing::info!("leader heard by a quorum again"),
+                None => tracing::info!("no longer cut off: heard by a quorum again, or no longer leading"),
             }
             self.inner.metrics.raft_leader_cut_off.set(i64::from(now_cut));
             self.inner.cut_off.send_replace(now_cut);

@@ -116,9 +116,8 @@ impl RaftNode {
     pub(super) fn leader_silent(&self, leader: NodeId) -> Option<String> {
         let raft = &self.inner.settings.raft;
         let limit = (raft.election_timeout_min / 2).max(raft.heartbeat_interval * 3);
-        let c = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
-        let quiet = c.at?.elapsed();
-        (c.leader == Some(leader) && quiet > limit).then(|| {
+        let quiet = self.quiet_for(leader)?;
+        (quiet > limit).then(|| {
             format!(
                 "the leader has not been heard from for {} ms (limit {} ms): it is down or \
                  cut off from this node",
@@ -126,6 +125,23 @@ impl RaftNode {
                 limit.as_millis()
             )
         })
+    }
+
+    /// When this node last heard from a leader (any leader).
+    pub(super) fn last_leader_contact(&self) -> Option<Instant> {
+        self.inner
+            .contact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .at
+    }
+
+    /// How long ago `leader` was last heard from; `None` when the last contact was with
+    /// another leader, or there was none.
+    pub(super) fn quiet_for(&self, leader: NodeId) -> Option<Duration> {
+        let c = self.inner.contact.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = c.at?;
+        (c.leader == Some(leader)).then(|| at.elapsed())
     }
 
     /// The commit index this node knows: its own on the leader, the leader's report elsewhere.

@@ -3,10 +3,12 @@
 //! its own file: [`batch`] (the write batcher), [`write`] (local and forwarded writes), [`read`] (linearizable
 //! reads: leader lease, shared read rounds), [`membership`] (join and remove), [`health`]
 //! (readiness, status, `/cluster`), [`leader`] (finding the leader), [`check_quorum`] (a
-//! leader cut off from its quorum refuses at once), [`error`].
+//! leader cut off from its quorum refuses at once), [`election`] (the election timer, with
+//! pre-vote), [`error`].
 
 mod batch;
 mod check_quorum;
+mod election;
 mod error;
 mod health;
 mod leader;
@@ -45,6 +47,8 @@ pub struct NodeParts {
     pub member: Member,
     /// The started Raft instance.
     pub raft: Raft,
+    /// The log store Raft appends to (read for pre-votes).
+    pub log: crate::store::LogStore,
     /// The state machine Raft applies to (read directly for local reads).
     pub sm: StateMachineStore,
     /// The peer channel pool (shared with Raft's network).

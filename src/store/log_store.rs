@@ -123,6 +123,17 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// The id of the last entry appended (or purged, when the log is empty): what a pre-vote
+    /// compares a candidate's log with. OpenRaft keeps its own copy but does not expose it.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let inner = self.lock();
+        inner
+            .log
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(inner.last_purged)
+    }
+
     /// Disk mode: replays the journal at `path` (cutting off a torn tail) and starts its
     /// writer. `observer` hears about every group commit.
     pub fn open(path: &Path, observer: impl SyncObserver) -> Result<LogStore, DiskError> {
