@@ -89,9 +89,9 @@ pub async fn inject(
             };
             let mut members = cluster.members();
             members.shuffle(rng);
-            let variant = rng.random_range(0..3);
+            let variant = rng.random_range(0..5);
             let what = match (variant, leader) {
-                (0, _) | (1, None) => {
+                (0, _) | (1 | 3 | 4, None) => {
                     let minority = (members.len() - 1) / 2;
                     let (small, big) = members.split_at(minority.max(1));
                     for &a in small {
@@ -108,6 +108,22 @@ pub async fn inject(
                         fw.cut(&cluster.nodes[b], &cluster.nodes[l]);
                     }
                     format!("isolate the leader chaos-{l}")
+                }
+                (3, Some(l)) => {
+                    // The leader's requests are dropped, the others' reach it: followers
+                    // stop hearing it while it still hears their candidates.
+                    for &b in members.iter().filter(|&&b| b != l) {
+                        fw.cut(&cluster.nodes[l], &cluster.nodes[b]);
+                    }
+                    format!("cut every link from the leader chaos-{l} (one-way)")
+                }
+                (4, Some(l)) => {
+                    // The others' requests to the leader are dropped: its heartbeats still
+                    // arrive, but forwarded writes and reads cannot reach it.
+                    for &b in members.iter().filter(|&&b| b != l) {
+                        fw.cut(&cluster.nodes[b], &cluster.nodes[l]);
+                    }
+                    format!("cut every link to the leader chaos-{l} (one-way)")
                 }
                 _ => {
                     let (a, b) = (members[0], members[1 % members.len()]);

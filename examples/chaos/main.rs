@@ -75,6 +75,10 @@ struct Args {
     /// 0 turns the bound off.
     #[arg(long, default_value_t = 3.0)]
     partition_gap_bound: f64,
+    /// Write every recorded operation (times, client, id, call, outcome) to this file, to
+    /// line a gap up with the node logs.
+    #[arg(long)]
+    history: Option<PathBuf>,
     /// The openraft-memory binary (default: next to this example's executable).
     #[arg(long)]
     binary: Option<PathBuf>,
@@ -232,10 +236,10 @@ impl Availability {
                 let until = faults.get(i + 1).map_or(self.load_end, |f| f.0).max(from + 1);
                 let overlapping = || gaps.iter().filter(|(start, end)| *start < until && *end > from);
                 let longest = overlapping().map(|(start, end)| end - start).max().unwrap_or(0);
-                let since_injection = overlapping()
-                    .map(|(start, end)| end - (*start).max(from))
+                let (since_injection, begins) = overlapping()
+                    .map(|(start, end)| (end - (*start).max(from), (*start).max(from) - from))
                     .max()
-                    .unwrap_or(0);
+                    .unwrap_or((0, 0));
                 let serving = self
                     .acked
                     .iter()
@@ -243,6 +247,7 @@ impl Availability {
                 FaultGap {
                     longest,
                     since_injection,
+                    begins,
                     serving,
                 }
             })
@@ -271,6 +276,8 @@ struct FaultGap {
     /// The same stretch counted from the injection only (what the partition bound checks:
     /// a stretch that began under the previous fault is not all this one's doing), in µs.
     since_injection: u64,
+    /// How long after the injection that stretch began, in µs.
+    begins: u64,
     /// Whether a write was acknowledged shortly before it was injected.
     serving: bool,
 }
@@ -335,6 +342,11 @@ async fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     let t0 = Instant::now();
+    // The node logs carry UTC wall-clock times: this lines the schedule up with them.
+    println!(
+        "chaos: schedule times count from {} (UTC, as in the node logs)",
+        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+    );
     let targets: workload::Targets = Arc::default();
     refresh_targets(&cluster, &targets);
     let stop = Arc::new(AtomicBool::new(false));
@@ -403,6 +415,12 @@ async fn main() -> ExitCode {
         attempts: 0,
     });
     let availability = Availability::of(&history, attempts, load_end);
+    if let Some(path) = &args.history {
+        let text: String = history.iter().map(|o| format_op(o) + "\n").collect();
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("chaos: cannot write the history to {}: {e}", path.display());
+        }
+    }
     println!(
         "chaos: load stopped; {} operations recorded; final reads and checks",
         history.len()
@@ -471,15 +489,16 @@ async fn main() -> ExitCode {
                 ));
             }
             format!(
-                "{:.2}{}",
+                "{:.2} (+{:.2}){}",
                 g.since_injection as f64 / 1e6,
-                if g.serving { "" } else { " (not serving at injection)" }
+                g.begins as f64 / 1e6,
+                if g.serving { "" } else { " not serving at injection" }
             )
         })
         .collect();
     if !partitions.is_empty() {
         println!(
-            "write gap of each partition from its injection, s (bound {:.2} s): {}",
+            "write gap of each partition from its injection (+ when it began), s (bound {:.2} s): {}",
             bound.as_secs_f64(),
             partitions.join(", ")
         );
@@ -585,11 +604,13 @@ mod tests {
                 FaultGap {
                     longest: 4 * s,
                     since_injection: 4 * s - s / 5,
+                    begins: 0,
                     serving: true
                 },
                 FaultGap {
                     longest: 4 * s,
                     since_injection: 2 * s,
+                    begins: 0,
                     serving: false
                 },
             ]

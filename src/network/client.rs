@@ -129,6 +129,11 @@ impl PeerClients {
         self.len() == 0
     }
 
+    /// The link timing every channel uses.
+    pub fn timing(&self) -> LinkTiming {
+        self.timing
+    }
+
     /// Metrics, for timing peer calls.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
@@ -368,10 +373,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     }
 
     fn backoff(&self) -> Backoff {
-        // Exponential from 100 ms to 2 s: quick to notice a restarted peer, quiet for a dead one.
-        Backoff::new(
-            (0..).map(|i: u32| Duration::from_millis(100u64.saturating_mul(1 << i.min(5)).min(2000))),
-        )
+        // Exponential from `retry_after` up to the dial bound (half an election timeout):
+        // a peer back from a partition is retried before its absence can cost the leader
+        // its quorum (a cap of 2 s once kept a healed majority without one for 1.8 s),
+        // while a dead peer costs one bounded dial per interval.
+        let t = self.clients.timing();
+        let (first, cap) = (t.retry_after, t.connect_timeout.max(t.retry_after));
+        Backoff::new((0..).map(move |i: u32| first.saturating_mul(1 << i.min(10)).min(cap)))
     }
 }
 

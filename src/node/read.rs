@@ -1,7 +1,7 @@
 //! Linearizable reads: a read point confirmed by the leader lease or a heartbeat round,
 //! shared by concurrent readers, then a wait until this node has applied it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use openraft::error::RaftError;
@@ -116,17 +116,45 @@ impl RaftNode {
             .await?;
         let applied = self.inner.sm.read().last_applied.map(|l| l.index);
         if let Some(index) = index.filter(|i| applied < Some(*i)) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            self.inner
-                .raft
-                .wait(Some(remaining))
-                .applied_index_at_least(Some(index), "read barrier")
-                .await
-                .map_err(|e| {
-                    NodeError::Timeout(format!("this node did not catch up to the read point: {e}"))
-                })?;
+            self.catch_up_to(index, deadline).await?;
         }
         Ok(())
+    }
+
+    /// Waits until this node applied `index`, by `deadline`. A follower that stops hearing
+    /// from its leader meanwhile (a partition that still lets it ask for read points, but
+    /// not receive entries) gives up at once: it would only catch up after the heal, and a
+    /// refused read is always safe to retry elsewhere.
+    async fn catch_up_to(&self, index: u64, deadline: Instant) -> Result<(), NodeError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let wait = self.inner.raft.wait(Some(remaining));
+        let applied = wait.applied_index_at_least(Some(index), "read barrier");
+        tokio::pin!(applied);
+        let every = self
+            .inner
+            .settings
+            .raft
+            .heartbeat_interval
+            .max(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                done = &mut applied => {
+                    return done.map(|_| ()).map_err(|e| {
+                        NodeError::Timeout(format!("this node did not catch up to the read point: {e}"))
+                    });
+                }
+                () = tokio::time::sleep(every) => {}
+            }
+            let me = self.inner.id;
+            if let Some((leader, member)) = self.current_leader().filter(|(l, _)| *l != me)
+                && let Some(reason) = self.leader_silent(leader)
+            {
+                return Err(NodeError::NoLeader {
+                    reason: format!("this node cannot catch up to the read point at index {index}: {reason}"),
+                    believed: Some((leader, member)),
+                });
+            }
+        }
     }
 
     /// Asks the leader (this node or another) for a read point.
