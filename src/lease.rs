@@ -33,9 +33,9 @@ struct LeaseState {
     /// also ranks a same-term candidate with a higher node id above), so a leader that saw
     /// a request above its vote may have granted it, and one below it cannot have.
     requested: Vec<Vote>,
-    /// The vote this node was first seen leading with, and when (check-quorum's baseline
-    /// before any peer accepted).
-    leading: Option<(Vote, Instant)>,
+    /// The vote and voter configurations this node was first seen leading with, and when
+    /// (check-quorum's baseline before a quorum of them accepted).
+    leading: Option<(Vote, Vec<BTreeSet<NodeId>>, Instant)>,
 }
 
 impl LeaderLease {
@@ -98,10 +98,12 @@ impl LeaderLease {
         now: Instant,
     ) -> Duration {
         let mut st = self.lock();
-        let since = match st.leading {
-            Some((v, t)) if v == *vote => t,
+        // A new term, or a membership change (a voter just added has not been asked
+        // anything yet), starts the count afresh.
+        let since = match &st.leading {
+            Some((v, c, t)) if v == vote && c.as_slice() == configs => *t,
             _ => {
-                st.leading = Some((*vote, now));
+                st.leading = Some((*vote, configs.to_vec(), now));
                 now
             }
         };
@@ -133,7 +135,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quorum_silence_counts_from_the_last_quorum_acceptance_or_the_first_question() {
+    fn quorum_silence_counts_from_the_last_quorum_acceptance_or_the_first_question_in_this_term_and_membership()
+     {
         let lease = LeaderLease::default();
         let base = Instant::now();
         let vote = Vote::new_committed(2, 1);
@@ -150,21 +153,42 @@ mod tests {
             Duration::from_millis(100),
             "one follower makes a majority of three"
         );
+        // A membership change starts the count afresh: the new voters were never asked.
         let five = cfgs(&[&[1, 2, 3, 4, 5]]);
         assert_eq!(
             lease.quorum_silence(1, &vote, &five, at(base, 700)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &five, at(base, 1400)),
             Duration::from_millis(700),
             "one follower of four is no majority of five"
         );
         let joint = cfgs(&[&[1, 2, 3], &[1, 4, 5]]);
         assert_eq!(
-            lease.quorum_silence(1, &vote, &joint, at(base, 700)),
+            lease.quorum_silence(1, &vote, &joint, at(base, 1400)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &joint, at(base, 2100)),
             Duration::from_millis(700),
             "during a change, the new configuration needs its own majority"
         );
+        lease.record_ack(4, &vote, at(base, 2000));
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &joint, at(base, 2100)),
+            Duration::from_millis(1500),
+            "the old configuration last had a majority at 600 ms"
+        );
+        lease.record_ack(2, &vote, at(base, 2000));
+        assert_eq!(
+            lease.quorum_silence(1, &vote, &joint, at(base, 2100)),
+            Duration::from_millis(100),
+            "a majority of each configuration accepted at 2000 ms"
+        );
         let next = Vote::new_committed(3, 1);
         assert_eq!(
-            lease.quorum_silence(1, &next, &three, at(base, 900)),
+            lease.quorum_silence(1, &next, &three, at(base, 2200)),
             Duration::ZERO,
             "a new term starts its own count; the old term's acceptances do not carry over"
         );

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Longest accepted name, in characters, after trimming.
 pub const MAX_NAME_CHARS: usize = 256;
+/// The most one validated command takes encoded: a name of `MAX_NAME_CHARS` characters of
+/// up to 4 UTF-8 bytes each, plus the id, the score and protobuf framing.
+pub const MAX_COMMAND_BYTES: usize = 4 * MAX_NAME_CHARS + 64;
 /// Highest accepted score.
 pub const MAX_SCORE: f32 = 100.0;
 

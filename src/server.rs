@@ -20,7 +20,6 @@ use crate::config::{ConfigError, Settings, StorageMode};
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::Member;
-use crate::network::client::MAX_PEER_MESSAGE_BYTES;
 use crate::network::{LinkTiming, PeerClients, PeerNetwork};
 use crate::node::{NodeParts, RaftNode};
 use crate::pb::client::student_service_server::StudentServiceServer;
@@ -194,6 +193,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
     );
     let peers = PeerClients::new(
         link,
+        settings.raft.peer_message_limit(),
         metrics.clone(),
         discovery.resolver().clone(),
         security.clone(),
@@ -268,11 +268,12 @@ impl Server {
             max_connections: None,
         };
         let peer_incoming = incoming(self.peer, peer_tls, peer_accept, metrics.clone());
+        let max_peer_message = node.settings().raft.peer_message_limit();
         let peer_server = tonic::transport::Server::builder()
             .add_service(
                 RaftPeerServer::new(PeerService::new(node.clone()))
-                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+                    .max_decoding_message_size(max_peer_message)
+                    .max_encoding_message_size(max_peer_message),
             )
             .serve_with_incoming_shutdown(peer_incoming, wait_for(stop_peer.clone()));
         let reloader = tokio::spawn(security.clone().watch(stop_peer.clone()));

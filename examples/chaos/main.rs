@@ -489,18 +489,20 @@ async fn main() -> ExitCode {
                 ));
             }
             format!(
-                "{:.2} (+{:.2}){}",
+                "  {:>6.2} s {}: {:.2} s (began +{:.2} s){}",
+                f.at.as_secs_f64(),
+                f.what.trim_end_matches(", then heal"),
                 g.since_injection as f64 / 1e6,
                 g.begins as f64 / 1e6,
-                if g.serving { "" } else { " not serving at injection" }
+                if g.serving { "" } else { ", not serving at injection" }
             )
         })
         .collect();
     if !partitions.is_empty() {
         println!(
-            "write gap of each partition from its injection (+ when it began), s (bound {:.2} s): {}",
+            "write gap after each partition, from its injection (bound {:.2} s):\n{}",
             bound.as_secs_f64(),
-            partitions.join(", ")
+            partitions.join("\n")
         );
     }
     let gaps: Vec<String> = availability

@@ -20,6 +20,11 @@ pub use security::{AuthSettings, ClientTls, PeerTls, TlsSettings};
 /// The built-in defaults, as TOML: the README's config table is generated from the same keys.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
 
+/// Log entries per AppendEntries (OpenRaft's `max_payload_entries`). Each entry is a batch
+/// of up to `raft.max_batch_writes` writes, so 32 carry thousands of writes per round
+/// trip, and they bound the peer message size ([`RaftSettings::peer_message_limit`]).
+pub const MAX_ENTRIES_PER_APPEND: u64 = 32;
+
 /// The built-in defaults, parsed once (`--help` asks for every flag's default).
 fn defaults() -> Option<&'static Config> {
     static PARSED: std::sync::OnceLock<Option<Config>> = std::sync::OnceLock::new();
@@ -191,6 +196,23 @@ pub struct RaftSettings {
     pub max_in_flight_batches: usize,
     /// Confirm leadership for reads from the leader lease instead of a heartbeat round.
     pub read_lease: bool,
+}
+
+impl RaftSettings {
+    /// The largest peer message sent or accepted: a full AppendEntries
+    /// ([`MAX_ENTRIES_PER_APPEND`] entries of `max_batch_writes` commands of the largest
+    /// valid size), and never less than 2 MiB (a 1 MiB snapshot chunk with room to spare).
+    /// Sized from the settings rather than a fixed 64 MiB because decoding costs up to
+    /// ~70 bytes of memory per byte received (`tests/fuzz.rs` measures it): the cap is
+    /// what a hostile peer's message can cost.
+    pub fn peer_message_limit(&self) -> usize {
+        let entries = usize::try_from(MAX_ENTRIES_PER_APPEND).unwrap_or(usize::MAX);
+        entries
+            .saturating_mul(self.max_batch_writes)
+            .saturating_mul(crate::model::MAX_COMMAND_BYTES)
+            .saturating_add(64 << 10)
+            .max(2 << 20)
+    }
 }
 
 impl RaftSettings {
@@ -539,6 +561,7 @@ impl Settings {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_logs),
             max_in_snapshot_log_to_keep: r.logs_to_keep,
             install_snapshot_timeout: (r.rpc_timeout.as_millis() as u64).max(1000) * 5,
+            max_payload_entries: MAX_ENTRIES_PER_APPEND,
             ..Default::default()
         };
         config.validate().map_err(|e| ConfigError::Invalid {

@@ -57,8 +57,6 @@ pub async fn within<T>(
 /// Snapshot bytes per streamed message: small enough to stay far below gRPC message limits,
 /// large enough that per-message overhead does not matter.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
-/// Largest peer message accepted or sent (a big append batch or a snapshot chunk).
-pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 
 /// The pool of peer channels, keyed by address. Cheap to clone.
 #[derive(Clone)]
@@ -66,6 +64,8 @@ pub struct PeerClients {
     /// Each channel with when it was last handed out.
     channels: Arc<Mutex<HashMap<String, (PeerChannel, Instant)>>>,
     timing: LinkTiming,
+    /// The largest message sent or accepted (`RaftSettings::peer_message_limit`).
+    max_message: usize,
     metrics: Metrics,
     resolver: HostResolver,
     security: Arc<Security>,
@@ -75,6 +75,7 @@ impl PeerClients {
     /// An empty pool; channels are created on first use and resolve names with `resolver`.
     pub fn new(
         timing: LinkTiming,
+        max_message: usize,
         metrics: Metrics,
         resolver: HostResolver,
         security: Arc<Security>,
@@ -82,6 +83,7 @@ impl PeerClients {
         PeerClients {
             channels: Arc::default(),
             timing,
+            max_message,
             metrics,
             resolver,
             security,
@@ -105,8 +107,8 @@ impl PeerClients {
             }
         };
         Ok(RaftPeerClient::new(channel)
-            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message))
     }
 
     /// Drops the channels (and so their connections) not handed out for `idle`, except
@@ -387,6 +389,65 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 mod tests {
     use super::*;
 
+    /// The peer message cap fits the largest AppendEntries a leader can send: every entry a
+    /// full batch of the largest valid records.
+    #[test]
+    fn the_peer_message_limit_fits_a_full_append_of_the_largest_records() {
+        use crate::config::{MAX_ENTRIES_PER_APPEND, Settings, Sources};
+        use prost::Message;
+        for batch in [1, 256, 1024] {
+            let mut settings = Settings::load(Sources::default()).expect("defaults");
+            settings.raft.max_batch_writes = batch;
+            let widest = "\u{1D11E}".repeat(crate::model::MAX_NAME_CHARS);
+            let command = |id| peer::Command {
+                op: Some(peer::command::Op::Create(crate::pb::client::Student {
+                    id,
+                    name: widest.clone(),
+                    score: 100.0,
+                })),
+            };
+            let log_id = |index| peer::LogId {
+                leader_id: Some(peer::LeaderId {
+                    term: u64::MAX,
+                    node_id: u64::MAX,
+                }),
+                index,
+            };
+            let entries = (0..MAX_ENTRIES_PER_APPEND)
+                .map(|i| peer::Entry {
+                    log_id: Some(log_id(u64::MAX - i)),
+                    payload: Some(peer::entry::Payload::Normal(peer::Command {
+                        op: Some(peer::command::Op::Batch(peer::CommandBatch {
+                            commands: (0..batch as i64).map(|k| command(i64::MIN + k)).collect(),
+                        })),
+                    })),
+                })
+                .collect();
+            let append = peer::AppendEntriesRequest {
+                vote: Some(peer::Vote {
+                    leader_id: Some(peer::LeaderId {
+                        term: u64::MAX,
+                        node_id: u64::MAX,
+                    }),
+                    committed: true,
+                }),
+                prev_log_id: Some(log_id(u64::MAX)),
+                entries,
+                leader_commit: Some(log_id(u64::MAX)),
+            };
+            let len = append.encoded_len();
+            let limit = settings.raft.peer_message_limit();
+            assert!(
+                len <= limit,
+                "batch {batch}: {len} bytes over the limit of {limit}"
+            );
+            // Sized to the settings, not a fixed ceiling: a tenth of the old 64 MiB here.
+            if batch == 256 {
+                assert!(limit < 10 << 20, "{limit}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn idle_channels_to_non_members_are_evicted_and_members_kept() {
         let resolver = HostResolver::new(None).expect("resolver");
@@ -395,7 +456,7 @@ mod tests {
             Duration::from_millis(800),
             Duration::from_secs(1),
         );
-        let pool = PeerClients::new(timing, Metrics::new(), resolver, Security::none());
+        let pool = PeerClients::new(timing, 2 << 20, Metrics::new(), resolver, Security::none());
         pool.client("member:1").expect("channel");
         pool.client("gone:1").expect("channel");
         assert_eq!(

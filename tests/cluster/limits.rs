@@ -1,7 +1,8 @@
 //! Limits against real sockets: on the REST port, clients that never finish their headers
 //! (slowloris) are cut off while others are served, and the connection cap holds; on the
 //! client gRPC port, the connection cap and the request bound; and on
-//! the peer port, a snapshot stream larger than `raft.max_snapshot_bytes`.
+//! the peer port, a snapshot stream larger than `raft.max_snapshot_bytes`, and messages over
+//! the peer message cap or built to amplify.
 
 use std::time::Duration;
 
@@ -272,4 +273,88 @@ async fn the_grpc_port_caps_connections_and_bounds_a_request() {
     let s = samples(&text);
     let refused = value(&s, r#"openraft_memory_rejected_total{reason="grpc_connections"}"#);
     assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// The peer message cap follows `raft.max_batch_writes` (here 16 writes: the 2 MiB floor).
+/// A message over it is refused before it is read; the most amplifying message under it
+/// (nothing but empty entries, ~70 bytes of memory per byte) costs what `tests/fuzz.rs`
+/// measured and no more, is refused for its content, and the node serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_messages_over_the_cap_are_refused_unread_and_amplifying_ones_cost_a_bounded_amount() {
+    use openraft_memory::pb::peer;
+    use openraft_memory::pb::peer::raft_peer_client::RaftPeerClient;
+    let mut node = Node::new(
+        "solo",
+        fresh_ip(),
+        vec![],
+        env(&[("OPENRAFT_MEMORY__RAFT__MAX_BATCH_WRITES", "16")]),
+    );
+    node.start();
+    node.wait_ready().await;
+    let id = node.cluster().await.expect("cluster")["node"]["id"]
+        .as_u64()
+        .expect("id");
+    let pid = node.pid().expect("pid");
+    let limit: usize = 2 << 20;
+    let mut c = RaftPeerClient::connect(format!("http://{}:{}", node.ip, crate::util::RAFT_PORT))
+        .await
+        .expect("peer connect")
+        .max_encoding_message_size(64 << 20);
+    // Empty entries take 2 bytes each on the wire.
+    let empties = |n: usize| {
+        let mut req = tonic::Request::new(peer::AppendEntriesRequest {
+            vote: Some(peer::Vote {
+                leader_id: Some(peer::LeaderId { term: 1, node_id: 7 }),
+                committed: true,
+            }),
+            prev_log_id: None,
+            entries: vec![peer::Entry::default(); n],
+            leader_commit: None,
+        });
+        req.metadata_mut()
+            .insert("x-raft-target-node", id.to_string().parse().expect("ascii"));
+        req
+    };
+    let before = peak_rss(pid);
+    let err = c.append_entries(empties(limit)).await.expect_err("over the cap");
+    // tonic's answer for a message over the decoding limit.
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("too large"), "{err:?}");
+    let unread = peak_rss(pid);
+    let err = c
+        .append_entries(empties(limit / 2 - 4096))
+        .await
+        .expect_err("empty entries are invalid");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let after = peak_rss(pid);
+    eprintln!(
+        "peak RSS: {} MiB at start, {} MiB after a {} MiB message over the cap, {} MiB after a {} MiB amplifying one",
+        before >> 20,
+        unread >> 20,
+        (2 * limit) >> 20,
+        after >> 20,
+        limit >> 20
+    );
+    assert!(
+        unread - before < 16 << 20,
+        "a refused message grew the peak by {} MiB",
+        (unread - before) >> 20
+    );
+    assert!(
+        after - before <= 80 * limit as u64,
+        "an amplifying message grew the peak by {} MiB",
+        (after - before) >> 20
+    );
+    assert!(node.ready().await, "the node keeps serving");
 }
