@@ -134,6 +134,11 @@ fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
 /// counts only its own allocations. Failures persist beside this file and replay first.
 fn fuzz<S: Strategy>(strategy: S, body: impl Fn(S::Value) -> Result<(), TestCaseError>) {
     let _one_at_a_time = serial();
+    run_cases(strategy, body);
+}
+
+/// [`fuzz`] for a caller that already holds the lock.
+fn run_cases<S: Strategy>(strategy: S, body: impl Fn(S::Value) -> Result<(), TestCaseError>) {
     // Thousands of cases per target: ~20 s in all on the CI machine (debug build).
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
@@ -342,4 +347,123 @@ fn the_most_amplifying_append_entries_stays_within_the_bound() {
             bytes.len()
         );
     }
+}
+
+/// The REST router, in process (as in `tests/rest_contract.rs`), with arbitrary methods,
+/// paths, queries and bodies: every answer is a success or a problem+json error, and no
+/// input makes the node fail (no 5xx but 503, which a busy or leaderless node may give).
+/// The membership and backup routes are left out: they act on the cluster itself.
+#[test]
+fn the_rest_router_answers_any_request_with_a_success_or_a_problem() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let _one_at_a_time = serial();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let app = runtime.block_on(async {
+        let overrides = vec![
+            ("node.name", "fuzz-0".into()),
+            ("http.addr", "127.0.0.1:0".into()),
+            ("grpc.addr", "127.0.0.1:0".into()),
+            ("raft.addr", "127.0.0.1:0".into()),
+            ("http.max_body_bytes", 4096.into()),
+            ("raft.write_timeout", "1s".into()),
+        ];
+        let settings = openraft_memory::config::Settings::load(openraft_memory::config::Sources {
+            overrides,
+            ..Default::default()
+        })
+        .expect("settings");
+        let server = openraft_memory::server::build(settings)
+            .await
+            .expect("node builds");
+        let node = server.node().clone();
+        let members = std::collections::BTreeMap::from([(node.id(), node.member().clone())]);
+        node.raft().initialize(members).await.expect("initialises");
+        node.raft()
+            .wait(Some(std::time::Duration::from_secs(10)))
+            .current_leader(node.id(), "leads itself")
+            .await
+            .expect("becomes leader");
+        (openraft_memory::router(node), server)
+    });
+    let (app, _server) = app;
+    let method = prop_oneof![
+        Just("GET"),
+        Just("POST"),
+        Just("PUT"),
+        Just("DELETE"),
+        Just("PATCH"),
+        Just("HEAD"),
+        Just("OPTIONS"),
+        Just("FROB")
+    ];
+    let id = prop_oneof![
+        any::<i64>().prop_map(|i| i.to_string()),
+        Just("0".to_owned()),
+        Just("-1".to_owned()),
+        Just("99999999999999999999".to_owned()),
+        "[a-z%0-9.]{0,12}",
+    ];
+    let path = prop_oneof![
+        Just("/students".to_owned()),
+        id.prop_map(|i| format!("/students/{i}")),
+        Just("/cluster".to_owned()),
+        Just("/readyz".to_owned()),
+        Just("/livez".to_owned()),
+        "/[a-z/%.]{0,24}",
+    ];
+    let query = prop_oneof![
+        Just(String::new()),
+        (any::<i64>(), any::<i64>()).prop_map(|(l, a)| format!("?limit={l}&after={a}")),
+        "\\?(consistency|limit|after)=[a-z0-9%]{0,10}",
+        "\\?[ -~]{0,20}",
+    ];
+    let body = prop_oneof![
+        Just(Vec::new()),
+        (any::<i64>(), ".{0,300}", any::<f64>()).prop_map(|(id, name, score)| {
+            serde_json::json!({"id": id, "name": name, "score": score})
+                .to_string()
+                .into_bytes()
+        }),
+        prop::collection::vec(any::<u8>(), 0..512),
+    ];
+    let content_type = prop_oneof![
+        Just(Some("application/json")),
+        Just(None),
+        Just(Some("text/plain"))
+    ];
+    run_cases(
+        (method, path, query, body, content_type),
+        |(method, path, query, body, content_type)| {
+            let mut req = Request::builder().method(method).uri(format!("{path}{query}"));
+            if let Some(ct) = content_type {
+                req = req.header("content-type", ct);
+            }
+            let Ok(req) = req.body(Body::from(body)) else {
+                return Ok(()); // not a valid HTTP request at all: no router ever sees it
+            };
+            let (status, problem) = runtime.block_on(async {
+                let resp = app.clone().oneshot(req).await.expect("the router answers");
+                let status = resp.status();
+                let problem = resp
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+                let _ = resp.into_body().collect().await;
+                (status, problem)
+            });
+            prop_assert!(
+                !status.is_server_error() || status.as_u16() == 503,
+                "{method} {path}{query}: {status}"
+            );
+            prop_assert!(
+                status.as_u16() < 400 || problem || method == "HEAD",
+                "{method} {path}{query}: {status} without problem+json"
+            );
+            Ok(())
+        },
+    );
 }

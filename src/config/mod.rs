@@ -199,6 +199,12 @@ pub struct RaftSettings {
 }
 
 impl RaftSettings {
+    /// How often the loops that watch leadership wake: every heartbeat, at least every
+    /// 10 ms.
+    pub fn tick(&self) -> std::time::Duration {
+        self.heartbeat_interval.max(std::time::Duration::from_millis(10))
+    }
+
     /// The largest peer message sent or accepted: a full AppendEntries
     /// ([`MAX_ENTRIES_PER_APPEND`] entries of `max_batch_writes` commands of the largest
     /// valid size), and never less than 2 MiB (a 1 MiB snapshot chunk with room to spare).

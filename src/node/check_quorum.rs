@@ -17,7 +17,7 @@
 //! The same loop drives the election timer ([`super::election`]): one task watches the
 //! node's role every heartbeat.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use openraft::ServerState;
 use tokio::sync::watch;
@@ -63,12 +63,7 @@ impl RaftNode {
     /// moment it is cut off (logged, counted, and signalled to the writes in flight) and
     /// when it is heard again; as follower or candidate, campaigns when the election stalls.
     pub async fn check_quorum(&self, mut stop: watch::Receiver<bool>) {
-        let every = self
-            .inner
-            .settings
-            .raft
-            .heartbeat_interval
-            .max(Duration::from_millis(10));
+        let every = self.inner.settings.raft.tick();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut timer = ElectionTimer::new(&self.inner.settings.raft);

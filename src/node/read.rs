@@ -1,7 +1,7 @@
 //! Linearizable reads: a read point confirmed by the leader lease or a heartbeat round,
 //! shared by concurrent readers, then a wait until this node has applied it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use openraft::ServerState;
 use openraft::error::RaftError;
@@ -130,12 +130,7 @@ impl RaftNode {
         let wait = self.inner.raft.wait(Some(remaining));
         let applied = wait.applied_index_at_least(Some(index), "read barrier");
         tokio::pin!(applied);
-        let every = self
-            .inner
-            .settings
-            .raft
-            .heartbeat_interval
-            .max(Duration::from_millis(10));
+        let every = self.inner.settings.raft.tick();
         loop {
             tokio::select! {
                 done = &mut applied => {

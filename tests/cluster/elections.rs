@@ -13,6 +13,20 @@ use tonic::Code;
 use super::{env, post};
 use crate::util::{Cluster, Node, RAFT_PORT, client as http, json_student, wait_for};
 
+/// A gRPC create on `node` that must be refused; answers the status.
+async fn refused_grpc_create(node: &Node, id: i64) -> tonic::Status {
+    let mut g = node.grpc().await;
+    g.create_student(client::CreateStudentRequest {
+        student: Some(client::Student {
+            id,
+            name: format!("s{id}"),
+            score: 1.0,
+        }),
+    })
+    .await
+    .expect_err("refused")
+}
+
 /// Check-quorum: a leader whose followers are gone stops taking writes once it has not
 /// heard from a quorum for an election timeout, and says so at once instead of letting
 /// every write wait out `raft.write_timeout`.
@@ -77,17 +91,7 @@ async fn a_leader_cut_off_from_its_quorum_refuses_writes_at_once_as_not_applied(
         "{body}"
     );
     assert_eq!(body["retryable"], true);
-    let mut g = l.grpc().await;
-    let err = g
-        .create_student(client::CreateStudentRequest {
-            student: Some(client::Student {
-                id: 3,
-                name: "z".into(),
-                score: 1.0,
-            }),
-        })
-        .await
-        .expect_err("no quorum");
+    let err = refused_grpc_create(l, 3).await;
     assert_eq!(err.code(), Code::Unavailable);
     assert!(
         err.metadata()
@@ -171,17 +175,7 @@ async fn a_follower_that_cannot_reach_its_leader_names_it() {
     assert_eq!(body["leader"]["id"], leader_id, "{body}");
     assert_eq!(body["leader"]["name"], leader_name.as_str(), "{body}");
 
-    let mut g = f.grpc().await;
-    let err = g
-        .create_student(client::CreateStudentRequest {
-            student: Some(client::Student {
-                id: 3,
-                name: "c".into(),
-                score: 1.0,
-            }),
-        })
-        .await
-        .expect_err("leader unreachable");
+    let err = refused_grpc_create(f, 3).await;
     assert_eq!(err.code(), Code::Unavailable);
     let md = err.metadata();
     assert!(
