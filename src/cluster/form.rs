@@ -196,16 +196,26 @@ async fn find_cluster(node: &RaftNode, peers: &[Peer]) -> Probe {
         (p.addr.clone(), answer)
     });
     let mut silent = Vec::new();
+    let mut member = None;
     for (addr, answer) in futures::future::join_all(probes).await {
         match answer {
-            Some(status) if status.initialized && status.node_id != node.id() => {
+            // Join through the leader when one answers: with peer TLS only the leader can
+            // check this node's own certificate (a member forwarding the join presents its
+            // certificate, not ours, and is refused).
+            Some(status) if status.initialized && status.node_id != node.id() && status.leads => {
                 return Probe::Member(addr);
+            }
+            Some(status) if status.initialized && status.node_id != node.id() => {
+                member.get_or_insert(addr);
             }
             Some(_) => {}
             None => silent.push(addr),
         }
     }
-    Probe::NoneAnswered { silent }
+    match member {
+        Some(addr) => Probe::Member(addr),
+        None => Probe::NoneAnswered { silent },
+    }
 }
 
 async fn request_join(node: &RaftNode, addr: &str) -> Result<u64, PeerError> {

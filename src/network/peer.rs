@@ -110,6 +110,8 @@ pub struct PeerStatus {
     pub initialized: bool,
     /// True once it began shutting down.
     pub shutting_down: bool,
+    /// True when it is the leader.
+    pub leads: bool,
 }
 
 impl PeerClients {
@@ -201,6 +203,7 @@ impl PeerClients {
             node_id: resp.node_id,
             initialized: resp.initialized,
             shutting_down: resp.shutting_down,
+            leads: resp.leader_id == Some(resp.node_id),
         })
     }
 

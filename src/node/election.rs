@@ -9,7 +9,8 @@
 //!   vote answer adds `2 x election_timeout_max` to every later election until its timer
 //!   fires again. Gaps of 2-3 s per lost leader were the result with 0.6 s timeouts.
 //!
-//! Here, every heartbeat, a voter that is not leading checks whether an election is due:
+//! Here, every heartbeat, a voter that is not leading checks whether an election is due
+//! (the only voter of a single-node cluster at once):
 //! as follower, when its leader has been silent for `election_timeout_max` plus a fresh
 //! random part of `election_timeout_min` (by then the other followers' leases, counted from
 //! the same last heartbeat, have run out, so the first round can win); otherwise (no leader,
@@ -147,12 +148,17 @@ impl RaftNode {
         let since = heard.map_or(changed, |h| h.max(changed));
         let since = timer.asked.map_or(since, |a| a.max(since));
         let waited = now.saturating_duration_since(since);
-        if waited <= timer.wait {
+        // The only voter (a single-node cluster restarted from disk) has nobody to wait
+        // for or ask: it campaigns at once, as OpenRaft's own timer would.
+        let only_voter = configs.iter().all(|c| c.len() == 1 && c.contains(&me));
+        let asked_lately = timer
+            .asked
+            .is_some_and(|a| now.saturating_duration_since(a) <= timer.wait);
+        if (only_voter && asked_lately) || (!only_voter && waited <= timer.wait) {
             return;
         }
         timer.asked = Some(now);
         timer.wait = candidate_wait(raft);
-        let only_voter = configs.iter().all(|c| c.len() == 1 && c.contains(&me));
         if !only_voter && let Err(why) = self.ask_for_pre_votes(&configs).await {
             tracing::debug!(reason = %why, "not campaigning: no quorum of pre-votes");
             return;

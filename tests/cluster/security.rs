@@ -743,3 +743,23 @@ async fn client_certificates_map_to_roles_metrics_can_need_a_role_and_sighup_rel
     .await;
     assert!(node.is_running(), "SIGHUP reloads; it does not stop the node");
 }
+
+/// Under peer TLS only the leader can check a joiner's certificate (a member forwarding the
+/// join presents its own). An empty ordinal 0, restarted after the leader moved, must find
+/// and join through the new leader, whichever member it is. Before the fix it asked the
+/// first member in its peer list, which forwarded the join and was refused forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ordinal_zero_rejoins_through_the_leader_over_tls() {
+    let mut s = Secure::start(3);
+    let first = s.wait_formed().await;
+    assert_eq!(s.c.nodes[first].name, "db-0", "ordinal 0 leads first");
+    s.c.nodes[0].kill();
+    s.c.nodes[0].start();
+    let leader = s.wait_formed().await;
+    assert_ne!(
+        s.c.nodes[leader].name, "db-0",
+        "a new leader took over while db-0 was away"
+    );
+    let info = s.info(0).await.expect("db-0 answers");
+    assert_eq!(info["node"]["state"], "Follower", "{info}");
+}
