@@ -257,8 +257,11 @@ def main():
     for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"]:
         find(ci_objs, kind)
     rule = find(ci_objs, "PrometheusRule")
-    if len(rule["spec"]["groups"][0]["rules"]) != 8:
-        fail("PrometheusRule must carry the eight alert rules")
+    source = ROOT / "deploy" / "prometheus" / "alerts.yml"
+    want = sum(len(g["rules"]) for g in yaml.safe_load(source.read_text())["groups"])
+    got = sum(len(g["rules"]) for g in rule["spec"]["groups"])
+    if got != want:
+        fail(f"PrometheusRule carries {got} alert rules, {source.relative_to(ROOT)} has {want}")
     dash = find(ci_objs, "ConfigMap", f"{RELEASE}-dashboard")
     json.loads(dash["data"]["openraft-memory.json"])
     np = find(ci_objs, "NetworkPolicy")
