@@ -87,6 +87,8 @@ struct Args {
 /// One injected fault, for the summary and for replaying a failure.
 struct FaultRecord {
     at: Duration,
+    /// When `inject` returned: the fault was healed by then.
+    healed: Duration,
     kind: &'static str,
     what: String,
 }
@@ -228,12 +230,24 @@ impl Availability {
     /// fault still held writes up is that fault's too, so only a fault injected into a
     /// serving cluster can be held to a bound.
     fn gap_per_fault(&self, faults: &[(u64, &str)]) -> Vec<FaultGap> {
+        self.gap_per_fault_healed(faults, &[])
+    }
+
+    /// [`Availability::gap_per_fault`], with each fault's window also ending
+    /// [`HEAL_SETTLE`] after it was healed (`healed[i]`, when known): a stretch that begins
+    /// later belongs to what came after (a pause injected just after the heal).
+    fn gap_per_fault_healed(&self, faults: &[(u64, &str)], healed: &[u64]) -> Vec<FaultGap> {
         let gaps = self.gaps();
+        let settle = HEAL_SETTLE.as_micros() as u64;
         faults
             .iter()
             .enumerate()
             .map(|(i, &(from, _))| {
-                let until = faults.get(i + 1).map_or(self.load_end, |f| f.0).max(from + 1);
+                let next = faults.get(i + 1).map_or(self.load_end, |f| f.0);
+                let until = healed
+                    .get(i)
+                    .map_or(next, |h| next.min(h.saturating_add(settle)))
+                    .max(from + 1);
                 let overlapping = || gaps.iter().filter(|(start, end)| *start < until && *end > from);
                 let longest = overlapping().map(|(start, end)| end - start).max().unwrap_or(0);
                 let (since_injection, begins) = overlapping()
@@ -264,6 +278,10 @@ impl Availability {
         worst
     }
 }
+
+/// How long after a heal a stretch without writes may still begin and be the healed
+/// fault's (the heal itself can cost an election).
+const HEAL_SETTLE: Duration = Duration::from_millis(2 * cluster::ELECTION_TIMEOUT_MAX.as_millis() as u64);
 
 /// A write acknowledged this recently before a fault means the cluster was serving.
 const SERVING: Duration = Duration::from_millis(500);
@@ -382,7 +400,13 @@ async fn main() -> ExitCode {
         let at = t0.elapsed();
         let what = inject(kind, &mut cluster, &mut rng, &http, &targets, max_nodes).await;
         println!("chaos: {:>7.2}s {kind}: {what}", at.as_secs_f64());
-        faults.push(FaultRecord { at, kind, what });
+        let healed = t0.elapsed();
+        faults.push(FaultRecord {
+            at,
+            healed,
+            kind,
+            what,
+        });
         if let Some(l) = cluster.leader(&http).await
             && leaders.last() != Some(&l)
         {
@@ -471,7 +495,8 @@ async fn main() -> ExitCode {
     println!("faults injected: {by_kind:?}");
     let fault_times: Vec<(u64, &str)> = faults.iter().map(|f| (f.at.as_micros() as u64, f.kind)).collect();
     let bound = cluster::ELECTION_TIMEOUT_MAX.mul_f64(args.partition_gap_bound.max(0.0));
-    let per_fault = availability.gap_per_fault(&fault_times);
+    let healed: Vec<u64> = faults.iter().map(|f| f.healed.as_micros() as u64).collect();
+    let per_fault = availability.gap_per_fault_healed(&fault_times, &healed);
     let partitions: Vec<String> = faults
         .iter()
         .zip(&per_fault)
@@ -585,6 +610,31 @@ mod tests {
             a.gaps_by_kind(&again)["kill"],
             5 * s,
             "the worst of a kind's faults"
+        );
+    }
+
+    #[test]
+    fn a_stretch_that_begins_well_after_a_heal_is_not_the_healed_faults() {
+        let s = 1_000_000;
+        let a = Availability {
+            success_share: 1.0,
+            longest_gap: (0, 0),
+            acked: vec![s, 2 * s, 3 * s, 4 * s + s / 2, 9 * s],
+            load_end: 10 * s,
+        };
+        // A partition at 1.5 s healed at 2.5 s; the next fault only at 8 s.
+        let faults = [(s + s / 2, "partition"), (8 * s, "pause")];
+        let unhealed = a.gap_per_fault(&faults);
+        assert_eq!(
+            unhealed[0].since_injection,
+            4 * s + s / 2,
+            "4.5 s → 9 s begins in the window"
+        );
+        let healed = a.gap_per_fault_healed(&faults, &[2 * s + s / 2, 9 * s]);
+        assert_eq!(
+            healed[0].since_injection,
+            s + s / 2,
+            "3 s → 4.5 s began within the settle time of the heal; 4.5 s → 9 s did not"
         );
     }
 
