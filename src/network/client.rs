@@ -34,7 +34,7 @@ use crate::security::Security;
 use crate::{NodeId, Snapshot, TypeConfig, Vote};
 
 /// Wraps a peer message in a request addressed to `target`.
-fn addressed<T>(msg: T, target: NodeId) -> tonic::Request<T> {
+pub(super) fn addressed<T>(msg: T, target: NodeId) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.metadata_mut()
         .insert(TARGET_NODE_HEADER, tonic::metadata::MetadataValue::from(target));

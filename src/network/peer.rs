@@ -217,19 +217,16 @@ impl PeerClients {
         last_log_id: Option<crate::LogId>,
         deadline: Instant,
     ) -> Result<Result<(), String>, PeerError> {
-        let mut req = request(
+        // Addressed like the Raft RPCs: a new incarnation at the same address must not
+        // answer for its predecessor.
+        let mut req = super::client::addressed(
             peer::PreVoteRequest {
                 candidate,
                 last_log_id: crate::pb::convert::log_id_to_pb(last_log_id),
             },
-            deadline,
+            id,
         );
-        // Addressed like the Raft RPCs: a new incarnation at the same address must not
-        // answer for its predecessor.
-        req.metadata_mut().insert(
-            crate::pb::TARGET_NODE_HEADER,
-            tonic::metadata::MetadataValue::from(id),
-        );
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let resp = self
             .call(
                 "pre_vote",
