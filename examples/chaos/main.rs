@@ -239,6 +239,14 @@ impl Availability {
     fn gap_per_fault_healed(&self, faults: &[(u64, &str)], healed: &[u64]) -> Vec<FaultGap> {
         let gaps = self.gaps();
         let settle = HEAL_SETTLE.as_micros() as u64;
+        let serving: Vec<bool> = faults
+            .iter()
+            .map(|&(from, _)| {
+                self.acked
+                    .iter()
+                    .any(|&t| t <= from && from - t <= SERVING.as_micros() as u64)
+            })
+            .collect();
         faults
             .iter()
             .enumerate()
@@ -248,16 +256,23 @@ impl Availability {
                     .get(i)
                     .map_or(next, |h| next.min(h.saturating_add(settle)))
                     .max(from + 1);
+                // When the next fault found the cluster serving, the stretch after its
+                // injection is its doing (a leader paused just as writes resumed).
+                let charged_until = if serving.get(i + 1).copied().unwrap_or(false) {
+                    next
+                } else {
+                    u64::MAX
+                };
                 let overlapping = || gaps.iter().filter(|(start, end)| *start < until && *end > from);
                 let longest = overlapping().map(|(start, end)| end - start).max().unwrap_or(0);
                 let (since_injection, begins) = overlapping()
-                    .map(|(start, end)| (end - (*start).max(from), (*start).max(from) - from))
+                    .map(|(start, end)| {
+                        let begins = (*start).max(from);
+                        ((*end).min(charged_until).saturating_sub(begins), begins - from)
+                    })
                     .max()
                     .unwrap_or((0, 0));
-                let serving = self
-                    .acked
-                    .iter()
-                    .any(|&t| t <= from && from - t <= SERVING.as_micros() as u64);
+                let serving = serving[i];
                 FaultGap {
                     longest,
                     since_injection,
@@ -636,6 +651,29 @@ mod tests {
             s + s / 2,
             "3 s → 4.5 s began within the settle time of the heal; 4.5 s → 9 s did not"
         );
+    }
+
+    #[test]
+    fn a_stretch_past_the_next_fault_injected_into_a_serving_cluster_is_charged_to_it() {
+        let s = 1_000_000;
+        let ms = 1_000;
+        // Writes flow through a partition at 1 s; the last one before a pause of the new
+        // leader at 3.27 s is acknowledged 2 ms before it, the next at 5.8 s.
+        let a = Availability {
+            success_share: 1.0,
+            longest_gap: (0, 0),
+            acked: vec![s / 2, 2 * s, 3 * s + 268 * ms, 5 * s + 800 * ms],
+            load_end: 6 * s,
+        };
+        let faults = [(s, "partition"), (3 * s + 270 * ms, "pause")];
+        let per_fault = a.gap_per_fault_healed(&faults, &[2 * s + 900 * ms, 4 * s]);
+        assert_eq!(
+            per_fault[0].since_injection,
+            s + 268 * ms,
+            "the 2 s → 3.268 s stretch; the pause owns what follows it"
+        );
+        assert_eq!(per_fault[1].since_injection, 2 * s + 530 * ms);
+        assert!(per_fault[1].serving);
     }
 
     #[test]
