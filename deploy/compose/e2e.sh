@@ -77,8 +77,14 @@ token=$(cat "$tls/admin.token")
 
 step "plaintext, a missing token and a read-only token are refused"
 [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/livez)" != 200 ] || fail "plaintext HTTP answered"
-[ "$(TOKEN=none post 18080 99)" = 401 ] || fail "unknown token not refused with 401"
-[ "$(TOKEN=$(cat "$tls/read.token") post 18080 99)" = 403 ] || fail "read token could write"
+# Several times: a refusal sent before the request body was read used to reset the
+# HTTP/2 stream now and then, and curl reported the reset (000) instead of the 401.
+for attempt in 1 2 3 4 5 6 7 8; do
+  code=$(TOKEN=none post 18080 99) || true
+  [ "$code" = 401 ] || fail "unknown token not refused with 401 (attempt $attempt, got $code)"
+done
+code=$(TOKEN=$(cat "$tls/read.token") post 18080 99) || true
+[ "$code" = 403 ] || fail "read token could write (got $code)"
 [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$tls/ca.crt" https://127.0.0.1:18080/readyz)" = 200 ] || fail "readiness must be anonymous"
 
 step "write and read through the published REST ports"

@@ -105,9 +105,21 @@ pub async fn rest(State(node): State<RaftNode>, req: Request, next: Next) -> Res
         needed,
     ) {
         Ok(()) => next.run(req).await,
-        Err(denied) => ApiError::Denied(denied).into_response(),
+        Err(denied) => {
+            // Take in the body the client is sending before answering: an HTTP/2 stream
+            // answered while its body is still arriving is reset, and clients such as curl
+            // then report the reset instead of the 401 (seen through Docker's port proxy).
+            // Bounded by the body limit and a second, so a refused client gets little.
+            let limit = node.settings().http.max_body_bytes;
+            let body = axum::body::to_bytes(req.into_body(), limit);
+            let _ = tokio::time::timeout(DRAIN_REFUSED_BODY, body).await;
+            ApiError::Denied(denied).into_response()
+        }
     }
 }
+
+/// How long a refused request's body is read before the refusal is sent anyway.
+const DRAIN_REFUSED_BODY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The gRPC side: a tower layer over the client port's services.
 #[derive(Clone)]
