@@ -34,9 +34,11 @@ fn journal(
 ) -> Result<Duration, Box<dyn std::error::Error>> {
     let path = dir.join("raft-log");
     let replayed = disk::replay_journal(&path)?;
-    let no_compaction = || LiveState {
-        seq: 0,
-        framed: Vec::new(),
+    let no_compaction = || {
+        Ok(LiveState {
+            seq: 0,
+            framed: Vec::new(),
+        })
     };
     let stats = std::sync::Arc::new(std::sync::Mutex::new((0.0, 0)));
     let j = Journal::start(
@@ -47,7 +49,7 @@ fn journal(
         Syncs(stats.clone()),
     )?;
     let mut framed = Vec::new();
-    disk::frame(payload, &mut framed);
+    disk::frame(payload, &mut framed)?;
     let started = Instant::now();
     let mut seq = 0;
     while seq < n {
@@ -55,11 +57,15 @@ fn journal(
         for _ in 0..group.min(n - seq) {
             seq += 1;
             let (tx, rx) = tokio::sync::oneshot::channel();
-            j.send(Op {
-                seq,
-                framed: framed.clone(),
-                done: Done::Reply(tx),
-            });
+            let room = j.blocking_room(framed.len());
+            j.send(
+                Op {
+                    seq,
+                    framed: framed.clone(),
+                    done: Done::Reply(tx),
+                },
+                room,
+            );
             last = Some(rx);
         }
         // The journal syncs in order: the group's last reply means all of it is durable.

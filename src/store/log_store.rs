@@ -94,23 +94,19 @@ impl Inner {
     }
 
     /// The whole state as journal records: what a compacted journal holds.
-    fn live(&self) -> LiveState {
+    fn live(&self) -> Result<LiveState, DiskError> {
+        let ops = (self.vote.map(LogOp::Vote).into_iter())
+            .chain([LogOp::Committed(self.committed)])
+            .chain(self.last_purged.map(LogOp::PurgeUpto))
+            .chain(self.log.values().map(|e| LogOp::Append(e.clone())));
         let mut framed = Vec::new();
-        let mut push = |op: LogOp| framed.extend_from_slice(&disk::framed(&op.to_record()));
-        if let Some(v) = self.vote {
-            push(LogOp::Vote(v));
+        for op in ops {
+            framed.extend_from_slice(&disk::framed(&op.to_record())?);
         }
-        push(LogOp::Committed(self.committed));
-        if let Some(p) = self.last_purged {
-            push(LogOp::PurgeUpto(p));
-        }
-        for e in self.log.values() {
-            push(LogOp::Append(e.clone()));
-        }
-        LiveState {
+        Ok(LiveState {
             seq: self.seq,
             framed,
-        }
+        })
     }
 }
 
@@ -132,6 +128,24 @@ impl LogStore {
             .last_key_value()
             .map(|(_, e)| e.log_id)
             .or(inner.last_purged)
+    }
+
+    /// The lowest index at which one of `ids` names a different entry than the one this
+    /// log holds there: where OpenRaft would truncate to accept them. Indexes this log
+    /// does not hold (past its end, or purged into a snapshot) conflict with nothing.
+    pub fn first_conflict(&self, ids: impl IntoIterator<Item = LogId>) -> Option<u64> {
+        let inner = self.lock();
+        ids.into_iter()
+            .filter(|id| {
+                let held = inner
+                    .log
+                    .get(&id.index)
+                    .map(|e| e.log_id)
+                    .or(inner.last_purged.filter(|p| p.index == id.index));
+                held.is_some_and(|held| held != *id)
+            })
+            .map(|id| id.index)
+            .min()
     }
 
     /// Disk mode: replays the journal at `path` (cutting off a torn tail) and starts its
@@ -175,20 +189,28 @@ impl LogStore {
         lock(&self.inner)
     }
 
-    /// Applies `op` in memory and, in disk mode, queues it to the journal; `done` hears when
-    /// it is durable (at once in memory mode).
-    fn change(&self, op: LogOp, done: Done) {
+    /// Applies `op` in memory and, in disk mode, queues it to the journal (waiting for
+    /// room in its bounded queue first); `done` hears when it is durable (at once in
+    /// memory mode). A record too large for the journal's format is refused before it is
+    /// applied; OpenRaft then stops this node, as on any write error.
+    async fn change(&self, op: LogOp, done: Done) -> Result<(), DiskError> {
         match &self.journal {
             Some(journal) => {
-                let framed = disk::framed(&op.to_record());
+                let framed = disk::framed(&op.to_record())?;
+                // OpenRaft calls the log store one call at a time, so waiting here cannot
+                // reorder ops: the room is taken before the lock that fixes the order.
+                let room = journal.room(framed.len()).await;
                 let mut inner = self.lock();
                 inner.apply(op);
                 // Queued under the lock, so the journal's order is the order of `seq`.
-                journal.send(Op {
-                    seq: inner.seq,
-                    framed,
-                    done,
-                });
+                journal.send(
+                    Op {
+                        seq: inner.seq,
+                        framed,
+                        done,
+                    },
+                    room,
+                );
             }
             None => {
                 self.lock().apply(op);
@@ -196,6 +218,7 @@ impl LogStore {
                 done.complete(&Ok(()));
             }
         }
+        Ok(())
     }
 }
 
@@ -237,7 +260,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The vote must be durable before this returns: a node that forgets its vote after a
         // crash can vote twice in one term.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.change(LogOp::Vote(*vote), Done::Reply(tx));
+        self.change(LogOp::Vote(*vote), Done::Reply(tx))
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(StorageError::from(StorageIOError::write_vote(&e))),
@@ -253,8 +278,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Need not be synced at once: losing it only means re-applying from the snapshot.
-        self.change(LogOp::Committed(committed), Done::Nobody);
-        Ok(())
+        self.change(LogOp::Committed(committed), Done::Nobody)
+            .await
+            .map_err(|e| StorageIOError::write(&e).into())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -266,18 +292,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut entries = entries.into_iter().peekable();
-        while let Some(entry) = entries.next() {
-            if entries.peek().is_some() {
-                self.change(LogOp::Append(entry), Done::Nobody);
-            } else {
-                // The journal syncs in order: once the last entry is durable, all are.
-                self.change(LogOp::Append(entry), Done::Flushed(callback));
-                return Ok(());
-            }
+        let mut entries = entries.into_iter();
+        let Some(mut entry) = entries.next() else {
+            // No entries: nothing to flush.
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let write_err = |log_id| move |e: DiskError| StorageIOError::write_log_entry(log_id, &e);
+        for next in entries {
+            let log_id = entry.log_id;
+            self.change(LogOp::Append(entry), Done::Nobody)
+                .await
+                .map_err(write_err(log_id))?;
+            entry = next;
         }
-        // No entries: nothing to flush.
-        callback.log_io_completed(Ok(()));
+        // The journal syncs in order: once the last entry is durable, all are.
+        let log_id = entry.log_id;
+        self.change(LogOp::Append(entry), Done::Flushed(callback))
+            .await
+            .map_err(write_err(log_id))?;
         Ok(())
     }
 
@@ -285,14 +318,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not synced at once: a crash before the next sync leaves the conflicting entries in
         // place, as if the truncating AppendEntries had never arrived; nothing was
         // acknowledged on top of them yet.
-        self.change(LogOp::TruncateFrom(log_id.index), Done::Nobody);
-        Ok(())
+        self.change(LogOp::TruncateFrom(log_id.index), Done::Nobody)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         debug_assert!(self.lock().last_purged <= Some(log_id));
-        self.change(LogOp::PurgeUpto(log_id), Done::Nobody);
-        Ok(())
+        self.change(LogOp::PurgeUpto(log_id), Done::Nobody)
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
 
@@ -301,6 +336,44 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_conflict_is_a_held_index_with_another_entry() {
+        let store = LogStore::default();
+        let log_id = |term, index| openraft::LogId::new(openraft::CommittedLeaderId::new(term, 1), index);
+        for i in 1..=5 {
+            store
+                .change(
+                    LogOp::Append(Entry {
+                        log_id: log_id(2, i),
+                        payload: openraft::EntryPayload::Blank,
+                    }),
+                    Done::Nobody,
+                )
+                .await
+                .expect("small record");
+        }
+        store
+            .change(LogOp::PurgeUpto(log_id(1, 2)), Done::Nobody)
+            .await
+            .expect("small record");
+        assert_eq!(
+            store.first_conflict([log_id(2, 3), log_id(2, 4)]),
+            None,
+            "the same entries"
+        );
+        assert_eq!(
+            store.first_conflict([log_id(9, 7), log_id(9, 6)]),
+            None,
+            "past the end"
+        );
+        assert_eq!(store.first_conflict([log_id(9, 1)]), None, "purged: not held");
+        assert_eq!(store.first_conflict([log_id(9, 2)]), Some(2), "the purge point");
+        assert_eq!(
+            store.first_conflict([log_id(9, 5), log_id(9, 4), log_id(2, 3)]),
+            Some(4)
+        );
+    }
 
     #[test]
     fn purging_up_to_the_largest_index_empties_the_log_instead_of_overflowing() {
@@ -330,7 +403,7 @@ mod tests {
     /// Applies `op` and waits until it is durable.
     async fn durable(store: &LogStore, op: LogOp) {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        store.change(op, Done::Reply(tx));
+        store.change(op, Done::Reply(tx)).await.expect("small record");
         rx.await.expect("writer answers").expect("synced");
     }
 
@@ -352,13 +425,25 @@ mod tests {
         let path = dir.path().join("raft-log");
         let store = LogStore::open_compacting_at(&path, (), 8 << 10).expect("open");
         for i in 1..=300u64 {
-            store.change(LogOp::Append(entry(1, i)), Done::Nobody);
+            store
+                .change(LogOp::Append(entry(1, i)), Done::Nobody)
+                .await
+                .expect("small record");
             if i % 50 == 0 {
-                store.change(LogOp::TruncateFrom(i - 10), Done::Nobody);
+                store
+                    .change(LogOp::TruncateFrom(i - 10), Done::Nobody)
+                    .await
+                    .expect("small record");
                 for j in i - 10..=i {
-                    store.change(LogOp::Append(entry(2, j)), Done::Nobody);
+                    store
+                        .change(LogOp::Append(entry(2, j)), Done::Nobody)
+                        .await
+                        .expect("small record");
                 }
-                store.change(LogOp::PurgeUpto(entry(1, i - 40).log_id), Done::Nobody);
+                store
+                    .change(LogOp::PurgeUpto(entry(1, i - 40).log_id), Done::Nobody)
+                    .await
+                    .expect("small record");
                 // Waiting lets the writer take the next ops as a new group, after which it
                 // may compact.
                 durable(&store, LogOp::Committed(Some(entry(2, i - 5).log_id))).await;

@@ -10,12 +10,19 @@ fn frame_crc(len: [u8; 4], payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Appends one frame around `payload` to `out`.
-pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let len = (payload.len() as u32).to_le_bytes();
+/// Appends one frame around `payload` to `out`, or refuses a payload whose length does not
+/// fit the frame's 32-bit length field (rather than write a length that reads back wrong).
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) -> Result<(), super::DiskError> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| super::DiskError::TooLarge {
+            what: "a record",
+            bytes: payload.len() as u64,
+        })?
+        .to_le_bytes();
     out.extend_from_slice(&len);
     out.extend_from_slice(&frame_crc(len, payload).to_le_bytes());
     out.extend_from_slice(payload);
+    Ok(())
 }
 
 /// One frame read back: its payload, or why it is not one.

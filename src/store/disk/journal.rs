@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use openraft::storage::LogFlushed;
@@ -23,6 +23,11 @@ pub const COMPACT_MIN_BYTES: u64 = 64 << 20;
 /// append's `fdatasync` has only data to flush: a write that grows a file also changes its
 /// size and extents, and syncing that metadata costs about half again as much here.
 const PREALLOCATE_BYTES: u64 = 8 << 20;
+
+/// The most bytes of records queued for the writer at once. A sender waits for room
+/// beyond it (back-pressure on OpenRaft's appends) instead of growing memory while a slow
+/// disk syncs; a single record larger than this is sent on its own.
+pub const QUEUE_BYTES: usize = 64 << 20;
 
 /// The journal's records read at start, and the length of its valid prefix.
 #[derive(Debug)]
@@ -156,7 +161,28 @@ impl SyncObserver for () {
 #[derive(Debug, Clone)]
 pub struct Journal {
     tx: mpsc::Sender<Op>,
+    queue: Queue,
 }
+
+/// The bytes the writer has not taken yet, bounded by a semaphore: senders take permits
+/// for a record's size, the writer gives them back once it has written it.
+#[derive(Debug, Clone)]
+struct Queue {
+    room: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+impl Queue {
+    /// The permits a record of `len` bytes takes (a record over the limit takes it all).
+    fn cost(&self, len: usize) -> u32 {
+        len.clamp(1, self.limit) as u32
+    }
+}
+
+/// Room taken in the journal's queue for one record; [`Journal::send`] consumes it.
+#[must_use = "room is given back only when the record it was taken for is written"]
+#[derive(Debug)]
+pub struct Room(());
 
 impl Journal {
     /// Starts the writer for the journal at `path` (already replayed, `len` bytes long).
@@ -166,9 +192,25 @@ impl Journal {
         path: PathBuf,
         len: u64,
         compact_min: u64,
-        live: impl Fn() -> LiveState + Send + 'static,
+        live: impl Fn() -> Result<LiveState, DiskError> + Send + 'static,
         observer: impl SyncObserver,
     ) -> Result<Journal, DiskError> {
+        Self::start_with_queue(path, len, compact_min, live, observer, QUEUE_BYTES)
+    }
+
+    /// [`Journal::start`] with at most `queue_bytes` of records waiting for the writer.
+    pub fn start_with_queue(
+        path: PathBuf,
+        len: u64,
+        compact_min: u64,
+        live: impl Fn() -> Result<LiveState, DiskError> + Send + 'static,
+        observer: impl SyncObserver,
+        queue_bytes: usize,
+    ) -> Result<Journal, DiskError> {
+        let queue = Queue {
+            room: Arc::new(tokio::sync::Semaphore::new(queue_bytes.max(1))),
+            limit: queue_bytes.clamp(1, u32::MAX as usize),
+        };
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -184,16 +226,33 @@ impl Journal {
             compact_min,
             compacted_seq: 0,
             failed: None,
+            queue: queue.clone(),
         };
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run(rx, live, observer))
             .map_err(io_err(Path::new("journal-writer thread")))?;
-        Ok(Journal { tx })
+        Ok(Journal { tx, queue })
     }
 
-    /// Queues a write. Ops are written in the order they are sent.
-    pub fn send(&self, op: Op) {
+    /// Waits until the queue has room for a record of `len` bytes, and takes it.
+    pub async fn room(&self, len: usize) -> Room {
+        // The semaphore is never closed (were it, the send would fail and answer the
+        // waiter). The permits are given back by the writer once it has written the record,
+        // not on drop.
+        if let Ok(permits) = self.queue.room.acquire_many(self.queue.cost(len)).await {
+            permits.forget();
+        }
+        Room(())
+    }
+
+    /// [`Journal::room`] from a thread outside the async runtime.
+    pub fn blocking_room(&self, len: usize) -> Room {
+        futures::executor::block_on(self.room(len))
+    }
+
+    /// Queues a write, in the room taken for it. Ops are written in the order they are sent.
+    pub fn send(&self, op: Op, _room: Room) {
         if let Err(mpsc::SendError(op)) = self.tx.send(op) {
             // Only when the writer thread is gone, which it never is while we hold `tx`.
             op.done.complete(&Err("journal writer stopped".into()));
@@ -215,10 +274,16 @@ struct Writer {
     /// After a failed write the file's tail is unknown: every later write fails too, and
     /// OpenRaft stops this node rather than acknowledge anything on a broken log.
     failed: Option<String>,
+    queue: Queue,
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Op>, live: impl Fn() -> LiveState, observer: impl SyncObserver) {
+    fn run(
+        mut self,
+        rx: mpsc::Receiver<Op>,
+        live: impl Fn() -> Result<LiveState, DiskError>,
+        observer: impl SyncObserver,
+    ) {
         let mut buf = Vec::new();
         // Records written since the last sync (they ride with the next one).
         let mut unsynced = 0;
@@ -242,11 +307,14 @@ impl Writer {
                 observer.synced(unsynced, started.elapsed().as_secs_f64());
                 unsynced = 0;
             }
+            let mut taken = 0usize;
             for op in batch {
+                taken += self.queue.cost(op.framed.len()) as usize;
                 op.done.complete(&result);
             }
+            self.queue.room.add_permits(taken);
             let due = self.failed.is_none() && self.len > self.compact_min.max(self.compacted_len * 2);
-            if due && let Err(e) = self.compact(live()) {
+            if due && let Err(e) = live().and_then(|live| self.compact(live)) {
                 // The old journal is intact (the new one replaces it only by rename).
                 tracing::error!(error = %e, "journal compaction failed; keeping the uncompacted journal");
             }
@@ -327,16 +395,18 @@ impl Writer {
     }
 }
 
-/// Encodes a record and frames it.
-pub fn framed(record: &storage::JournalRecord) -> Vec<u8> {
+/// Encodes a record and frames it (refused past 4 GiB).
+pub fn framed(record: &storage::JournalRecord) -> Result<Vec<u8>, DiskError> {
     let payload = record.encode_to_vec();
     let mut out = Vec::with_capacity(FRAME_HEADER + payload.len());
-    frame(&payload, &mut out);
-    out
+    frame(&payload, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
     use crate::pb::storage::journal_record;
 
@@ -349,7 +419,7 @@ mod tests {
     fn journal_with(path: &Path, n: u64) -> Vec<u8> {
         let mut bytes = JOURNAL_MAGIC.to_vec();
         for i in 0..n {
-            bytes.extend_from_slice(&framed(&record(i)));
+            bytes.extend_from_slice(&framed(&record(i)).expect("small record"));
         }
         fs::write(path, &bytes).expect("write journal");
         bytes
@@ -420,6 +490,70 @@ mod tests {
         bytes[last] ^= 0xff;
         fs::write(&path, &bytes).expect("write");
         assert_eq!(replay_journal(&path).expect("torn tail").records.len(), 3);
+    }
+
+    /// Holds the writer inside its first `synced` until released.
+    struct Gate {
+        entered: mpsc::Sender<()>,
+        release: mpsc::Receiver<()>,
+    }
+
+    impl SyncObserver for Gate {
+        fn synced(&self, _: usize, _: f64) {
+            let _ = self.entered.send(());
+            let _ = self.release.recv();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sender_waits_for_room_while_the_writer_is_stalled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft-log");
+        let len = journal_with(&path, 0).len() as u64;
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let gate = Gate {
+            entered: entered_tx,
+            release: release_rx,
+        };
+        let rec = framed(&record(1)).expect("small record");
+        let live = || {
+            Ok(LiveState {
+                seq: 0,
+                framed: Vec::new(),
+            })
+        };
+        let journal =
+            Journal::start_with_queue(path, len, u64::MAX, live, gate, 2 * rec.len()).expect("start");
+        // A reply makes the writer sync (and so call the observer) for each record.
+        let op = |seq| Op {
+            seq,
+            framed: rec.clone(),
+            done: Done::Reply(tokio::sync::oneshot::channel().0),
+        };
+        journal.send(op(1), journal.room(rec.len()).await);
+        tokio::task::spawn_blocking(move || entered.recv())
+            .await
+            .expect("join")
+            .expect("the writer syncs the first record");
+        // The first record's room comes back only once its sync returns: one more fits.
+        let room = journal
+            .room(rec.len())
+            .now_or_never()
+            .expect("room for a second record");
+        journal.send(op(2), room);
+        let third = journal.room(rec.len());
+        tokio::pin!(third);
+        assert!(
+            (&mut third).now_or_never().is_none(),
+            "a full queue makes the sender wait"
+        );
+        release.send(()).expect("writer waits");
+        release.send(()).expect("writer waits");
+        let room = tokio::time::timeout(std::time::Duration::from_secs(10), third)
+            .await
+            .expect("room once the writer catches up");
+        journal.send(op(3), room);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub enum DiskError {
         dir: PathBuf,
     },
     /// Data too large for the on-disk format (its frames record lengths in 32 bits).
-    #[error("{what} is {bytes} bytes; the snapshot format holds at most 4 GiB per frame")]
+    #[error("{what} is {bytes} bytes; the on-disk format holds at most 4 GiB per frame")]
     TooLarge {
         /// What was to be written.
         what: &'static str,

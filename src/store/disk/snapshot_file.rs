@@ -42,7 +42,7 @@ pub fn snapshot_prefix(
     .encode_to_vec();
     let mut out = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 * FRAME_HEADER + header.len());
     out.extend_from_slice(SNAPSHOT_MAGIC);
-    frame(&header, &mut out);
+    frame(&header, &mut out)?;
     let len = len.to_le_bytes();
     // The same checksum `frame` computes, crc32(len ‖ data), from the data's hasher.
     let mut crc = crc32fast::Hasher::new();
