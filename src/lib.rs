@@ -39,6 +39,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 
+pub use api::grpc::StudentGrpc;
 pub use api::rest::router;
 pub use model::{Command, CommandResult, Student};
 pub use node::{ClusterInfo, Consistency, NodeError, RaftNode};

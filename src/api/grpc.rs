@@ -195,9 +195,15 @@ impl StudentService for StudentGrpc {
                 None
             } else {
                 Some(req.page_token.parse::<i64>().map_err(|_| {
+                    // Echo a bounded prefix: the message travels in a header.
+                    let shown: String = req.page_token.chars().take(40).collect();
+                    let more = if shown.len() < req.page_token.len() {
+                        "…"
+                    } else {
+                        ""
+                    };
                     ApiError::BadRequest(format!(
-                        "`page_token` `{}` is not a token this API issued",
-                        req.page_token
+                        "`page_token` `{shown}{more}` is not a token this API issued"
                     ))
                 })?)
             };

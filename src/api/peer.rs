@@ -137,6 +137,40 @@ impl PeerService {
     }
 }
 
+/// Refuses an AppendEntries whose shape no leader sends: entries that do not follow
+/// `prev` one index at a time, or whose log ids go backwards or name a newer leader than
+/// the sender's vote. OpenRaft assumes all of it (debug builds assert it, release builds
+/// would act on nonsense), so it is checked before OpenRaft sees the request.
+fn check_shape(vote: &Vote, prev: Option<crate::LogId>, entries: &[Entry]) -> Result<(), Status> {
+    let mut expected = match prev {
+        None => Some(0),
+        Some(p) => p.index.checked_add(1),
+    };
+    let mut last = prev;
+    for e in entries {
+        if Some(e.log_id.index) != expected {
+            return Err(Status::invalid_argument(format!(
+                "AppendEntries entry {} does not follow the previous entry {:?}: entries must be consecutive",
+                e.log_id, last
+            )));
+        }
+        if last.is_some_and(|l| l.leader_id > e.log_id.leader_id) || e.log_id.leader_id > vote.leader_id {
+            return Err(Status::invalid_argument(format!(
+                "AppendEntries entry {} goes back in term after {:?} or is newer than the sender's vote {vote}",
+                e.log_id, last
+            )));
+        }
+        expected = e.log_id.index.checked_add(1);
+        last = Some(e.log_id);
+    }
+    if prev.is_some_and(|p| p.leader_id > vote.leader_id) {
+        return Err(Status::invalid_argument(format!(
+            "AppendEntries previous entry {prev:?} is newer than the sender's vote {vote}"
+        )));
+    }
+    Ok(())
+}
+
 fn bad(e: MissingField) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -188,9 +222,18 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(bad)?;
         let leader_commit = log_id_from_pb(req.leader_commit).map_err(bad)?;
+        let prev_log_id = log_id_from_pb(req.prev_log_id).map_err(bad)?;
+        check_shape(&vote, prev_log_id, &entries)?;
+        if let Err(e) = self
+            .node
+            .check_append_source(vote.leader_id.node_id, prev_log_id, &entries)
+        {
+            tracing::warn!(error = %e, "AppendEntries refused");
+            return Err(Status::permission_denied(e.to_string()));
+        }
         let rpc = AppendEntriesRequest {
             vote,
-            prev_log_id: log_id_from_pb(req.prev_log_id).map_err(bad)?,
+            prev_log_id,
             entries,
             leader_commit,
         };
@@ -402,6 +445,45 @@ impl From<NodeStatus> for peer::StatusResponse {
             voters: s.voters,
             term: s.term,
             shutting_down: s.shutting_down,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn id(term: u64, index: u64) -> crate::LogId {
+        crate::LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn blanks(ids: &[(u64, u64)]) -> Vec<Entry> {
+        ids.iter()
+            .map(|&(t, i)| Entry {
+                log_id: id(t, i),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_entries_that_follow_prev_in_order_pass() {
+        let vote = Vote::new_committed(3, 1);
+        assert!(check_shape(&vote, None, &blanks(&[(1, 0), (1, 1), (3, 2)])).is_ok());
+        assert!(check_shape(&vote, Some(id(1, 4)), &blanks(&[(2, 5)])).is_ok());
+        assert!(check_shape(&vote, Some(id(1, 4)), &[]).is_ok());
+        let refused = [
+            check_shape(&vote, None, &blanks(&[(1, 1)])),
+            check_shape(&vote, Some(id(1, 4)), &blanks(&[(1, 6)])),
+            check_shape(&vote, Some(id(2, 4)), &blanks(&[(1, 5)])),
+            check_shape(&vote, None, &blanks(&[(4, 0)])),
+            check_shape(&vote, Some(id(4, 4)), &[]),
+            check_shape(&vote, Some(id(1, u64::MAX)), &blanks(&[(1, 0)])),
+        ];
+        for r in refused {
+            assert_eq!(r.map_err(|s| s.code()), Err(tonic::Code::InvalidArgument));
         }
     }
 }

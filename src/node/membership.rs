@@ -114,3 +114,49 @@ impl RaftNode {
         Ok(())
     }
 }
+
+impl RaftNode {
+    /// Refuses an AppendEntries that would remove entries from this node's log when its
+    /// leader is in no membership this node knows. With peer TLS off nothing proves who
+    /// sent it, and a forged leader with a higher term could otherwise truncate entries
+    /// that are committed on the rest of the cluster (OpenRaft only protects what this
+    /// node itself knows to be committed). A real leader unknown to this node is one it
+    /// missed both joining and being promoted; it is still accepted whenever it only
+    /// adds entries. With peer TLS on, certificates prove membership instead.
+    pub fn check_append_source(
+        &self,
+        leader: NodeId,
+        prev: Option<crate::LogId>,
+        entries: &[crate::Entry],
+    ) -> Result<(), NodeError> {
+        if self.inner.security.peer_tls() {
+            return Ok(());
+        }
+        let known = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow();
+            let mut nodes = metrics.membership_config.membership().nodes().peekable();
+            // A node with no membership yet has nothing a truncation could take.
+            nodes.peek().is_none() || nodes.any(|(id, _)| *id == leader)
+        };
+        if known {
+            return Ok(());
+        }
+        let ids = prev.into_iter().chain(entries.iter().map(|e| e.log_id));
+        match self.inner.log.first_conflict(ids) {
+            None => Ok(()),
+            Some(index) => {
+                self.inner
+                    .metrics
+                    .rejected_total
+                    .with_label_values(&["unknown_leader"])
+                    .inc();
+                Err(NodeError::Membership(format!(
+                    "AppendEntries from node {leader}, which is in no membership this node knows, \
+                     would remove this node's entries from index {index}: refused (turn on peer \
+                     TLS to prove membership)"
+                )))
+            }
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Limits against real sockets: on the REST port, clients that never finish their headers
 //! (slowloris) are cut off while others are served, and the connection cap holds; on the
-//! client gRPC port, the connection cap and the request bound; and on
+//! client gRPC port, the connection cap, the request bound, the stream limit and keepalive; and on
 //! the peer port, a snapshot stream larger than `raft.max_snapshot_bytes`, and messages over
 //! the peer message cap or built to amplify.
 
@@ -357,4 +357,86 @@ async fn peer_messages_over_the_cap_are_refused_unread_and_amplifying_ones_cost_
         (after - before) >> 20
     );
     assert!(node.ready().await, "the node keeps serving");
+}
+
+/// What a raw HTTP/2 client that never answers anything saw on the client gRPC port.
+#[derive(Debug, Default)]
+struct Http2Seen {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS from the server's SETTINGS frame.
+    max_streams: Option<u32>,
+    /// Whether the server sent a PING (not an ACK).
+    pinged: bool,
+    /// When the server closed the connection, from the connection's start.
+    closed_after: Option<Duration>,
+}
+
+/// Opens an HTTP/2 connection (preface and empty SETTINGS), then only reads frames until
+/// the server closes it or `limit` passes; answers nothing, not even PINGs.
+async fn silent_http2_client(node: &Node, limit: Duration) -> Http2Seen {
+    let started = std::time::Instant::now();
+    let mut s = TcpStream::connect((node.ip, crate::util::GRPC_PORT))
+        .await
+        .expect("connect");
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    let mut seen = Http2Seen::default();
+    let read = async {
+        loop {
+            let mut header = [0u8; 9];
+            if s.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            match (header[3], header[4] & 1) {
+                (0x4, 0) => {
+                    for setting in payload.chunks_exact(6) {
+                        if u16::from_be_bytes([setting[0], setting[1]]) == 0x3 {
+                            seen.max_streams = Some(u32::from_be_bytes([
+                                setting[2], setting[3], setting[4], setting[5],
+                            ]));
+                        }
+                    }
+                }
+                (0x6, 0) => seen.pinged = true,
+                _ => {}
+            }
+        }
+    };
+    if tokio::time::timeout(limit, read).await.is_ok() {
+        seen.closed_after = Some(started.elapsed());
+    }
+    seen
+}
+
+/// The client gRPC port tells each connection `grpc.max_concurrent_streams`, pings a
+/// connection every `grpc.keepalive_interval`, and closes one that does not answer within
+/// `grpc.keepalive_timeout` (a client gone without a FIN must not hold a connection slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_port_limits_streams_and_drops_connections_that_do_not_answer_pings() {
+    let mut node = Node::new(
+        "solo",
+        fresh_ip(),
+        vec![],
+        env(&[
+            ("OPENRAFT_MEMORY__GRPC__MAX_CONCURRENT_STREAMS", "7"),
+            ("OPENRAFT_MEMORY__GRPC__KEEPALIVE_INTERVAL", "500ms"),
+            ("OPENRAFT_MEMORY__GRPC__KEEPALIVE_TIMEOUT", "500ms"),
+        ]),
+    );
+    node.start();
+    node.wait_ready().await;
+    let seen = silent_http2_client(&node, Duration::from_secs(10)).await;
+    eprintln!("{seen:?}");
+    assert_eq!(seen.max_streams, Some(7), "{seen:?}");
+    assert!(seen.pinged, "the server pinged the idle connection: {seen:?}");
+    let closed = seen.closed_after.expect("the silent connection was closed");
+    assert!(
+        closed >= Duration::from_millis(900),
+        "not before a ping went unanswered: {closed:?}"
+    );
 }

@@ -1,12 +1,13 @@
 //! Cluster tests against real processes on loopback. This file: formation (a lone node,
 //! three started together, ordinal 0 waiting for a silent peer) and the helpers the
-//! modules share; [`api`], [`elections`], [`failover`], [`metrics`], [`durable`], [`k8s`],
+//! modules share; [`api`], [`elections`], [`failover`], [`hostile`], [`metrics`], [`durable`], [`k8s`],
 //! [`observability`], [`perf`], [`restore`], [`security`] hold the rest.
 
 mod api;
 mod durable;
 mod elections;
 mod failover;
+mod hostile;
 mod k8s;
 mod limits;
 mod metrics;
