@@ -171,6 +171,26 @@ fn check_shape(vote: &Vote, prev: Option<crate::LogId>, entries: &[Entry]) -> Re
     Ok(())
 }
 
+/// Refuses snapshot data that does not match the sender's checksum or does not decode,
+/// before OpenRaft sees it: a storage error inside its install would stop this node. The
+/// work runs off the async threads (up to `raft.max_snapshot_bytes` of data).
+async fn check_received_snapshot(meta: &SnapshotMeta, crc32: u32, data: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let id = meta.snapshot_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let actual = crc32fast::hash(&data);
+        if actual != crc32 {
+            return Err(Status::invalid_argument(format!(
+                "snapshot {id}: its data has checksum {actual:08x}, the header says {crc32:08x}: damaged in transit"
+            )));
+        }
+        crate::store::check_snapshot_data(&data)
+            .map_err(|e| Status::invalid_argument(format!("snapshot {id} does not decode: {e}")))?;
+        Ok(data)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("snapshot check failed: {e}")))?
+}
+
 fn bad(e: MissingField) -> Status {
     Status::invalid_argument(e.to_string())
 }
@@ -280,6 +300,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             Vote::try_from(header.vote.ok_or(MissingField("header.vote")).map_err(bad)?).map_err(bad)?;
         let meta = SnapshotMeta::try_from(header.meta.ok_or(MissingField("header.meta")).map_err(bad)?)
             .map_err(bad)?;
+        let crc32 = header.crc32.ok_or(MissingField("header.crc32")).map_err(bad)?;
         let cap = self.node.settings().raft.max_snapshot_bytes;
         let mut data = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -301,6 +322,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
                 _ => return Err(Status::invalid_argument("only data chunks may follow the header")),
             }
         }
+        let data = check_received_snapshot(&meta, crc32, data).await?;
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "received snapshot");
         let snapshot = Snapshot {
             meta,

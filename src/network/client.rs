@@ -335,13 +335,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .clients
             .client(&self.member.addr)
             .map_err(|s| StreamingError::Unreachable(Unreachable::new(&s)))?;
+        let data = snapshot.snapshot.into_inner();
         let header = peer::SnapshotChunk {
             kind: Some(peer::snapshot_chunk::Kind::Header(peer::SnapshotHeader {
                 vote: Some(vote.into()),
                 meta: Some((&snapshot.meta).into()),
+                crc32: Some(crc32fast::hash(&data)),
             })),
         };
-        let data = snapshot.snapshot.into_inner();
         let bytes = data.len();
         let chunks: Vec<peer::SnapshotChunk> = std::iter::once(header)
             .chain(data.chunks(SNAPSHOT_CHUNK_BYTES).map(|c| peer::SnapshotChunk {

@@ -74,6 +74,12 @@ pub(super) fn decode_students(bytes: &[u8]) -> Result<Students, prost::DecodeErr
         .collect())
 }
 
+/// Checks that snapshot data received from a peer decodes, so a damaged one is refused
+/// instead of failing inside OpenRaft's install (a storage error there stops the node).
+pub fn check_snapshot_data(bytes: &[u8]) -> Result<usize, prost::DecodeError> {
+    decode_students(bytes).map(|students| students.len())
+}
+
 /// Reads and checks a backup (a snapshot file from `GET /cluster/snapshot`): its records in
 /// id order.
 pub fn read_backup(path: &std::path::Path) -> Result<Vec<Student>, DiskError> {

@@ -14,7 +14,7 @@ pub mod disk;
 mod log_store;
 mod state_machine;
 
-pub use backup::{Backup, read_backup};
+pub use backup::{Backup, check_snapshot_data, read_backup};
 pub use log_store::LogStore;
 pub use state_machine::{StateMachineData, StateMachineStore};
 

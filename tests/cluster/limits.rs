@@ -127,7 +127,7 @@ async fn slow_clients_are_cut_off_while_others_are_served_and_the_connection_cap
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_stream_over_the_cap_is_refused_and_changes_nothing() {
+async fn snapshot_streams_over_the_cap_or_damaged_are_refused_and_change_nothing() {
     use openraft_memory::pb::peer::raft_peer_client::RaftPeerClient;
     use openraft_memory::pb::peer::{self, snapshot_chunk::Kind};
     let mut node = Node::new(
@@ -149,35 +149,65 @@ async fn a_snapshot_stream_over_the_cap_is_refused_and_changes_nothing() {
         .as_u64()
         .expect("id");
 
-    let header = peer::SnapshotChunk {
-        kind: Some(Kind::Header(peer::SnapshotHeader {
-            vote: Some(peer::Vote {
-                leader_id: Some(peer::LeaderId { term: 99, node_id: 7 }),
-                committed: true,
-            }),
-            meta: Some(peer::SnapshotMeta {
-                last_log_id: None,
-                last_membership: Some(peer::StoredMembership {
-                    log_id: None,
-                    membership: Some(peer::Membership::default()),
+    // A forged snapshot stream addressed to this node: a header, then `data` in chunks.
+    let stream = |crc32: Option<u32>, data: Vec<Vec<u8>>| {
+        let header = peer::SnapshotChunk {
+            kind: Some(Kind::Header(peer::SnapshotHeader {
+                vote: Some(peer::Vote {
+                    leader_id: Some(peer::LeaderId { term: 99, node_id: 7 }),
+                    committed: true,
                 }),
-                snapshot_id: "forged".into(),
-            }),
-        })),
+                meta: Some(peer::SnapshotMeta {
+                    last_log_id: None,
+                    last_membership: Some(peer::StoredMembership {
+                        log_id: None,
+                        membership: Some(peer::Membership::default()),
+                    }),
+                    snapshot_id: "forged".into(),
+                }),
+                crc32,
+            })),
+        };
+        let data = data.into_iter().map(|d| peer::SnapshotChunk {
+            kind: Some(Kind::Data(d)),
+        });
+        let mut req = tonic::Request::new(futures::stream::iter(std::iter::once(header).chain(data)));
+        req.metadata_mut()
+            .insert("x-raft-target-node", id.to_string().parse().expect("ascii"));
+        req
     };
-    // 2 MiB in 64 KiB chunks against a 1 MiB cap.
-    let data = (0..32).map(|_| peer::SnapshotChunk {
-        kind: Some(Kind::Data(vec![0u8; 64 << 10])),
-    });
-    let mut req = tonic::Request::new(futures::stream::iter(std::iter::once(header).chain(data)));
-    req.metadata_mut()
-        .insert("x-raft-target-node", id.to_string().parse().expect("ascii"));
     let mut peer_client = RaftPeerClient::connect(format!("http://{}:{}", node.ip, crate::util::RAFT_PORT))
         .await
         .expect("peer connect");
-    let err = peer_client.install_snapshot(req).await.expect_err("over the cap");
+    // 2 MiB in 64 KiB chunks against a 1 MiB cap.
+    let err = peer_client
+        .install_snapshot(stream(Some(0), vec![vec![0u8; 64 << 10]; 32]))
+        .await
+        .expect_err("over the cap");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("raft.max_snapshot_bytes"), "{err:?}");
+
+    // Under the cap but damaged: a checksum that does not match, or none at all, or data
+    // that matches its checksum and is no snapshot (a field of wire type 7 does not exist).
+    let garbage = vec![0xffu8; 100];
+    let err = peer_client
+        .install_snapshot(stream(Some(crc32fast::hash(&garbage) ^ 1), vec![garbage.clone()]))
+        .await
+        .expect_err("checksum mismatch");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("checksum"), "{err:?}");
+    let err = peer_client
+        .install_snapshot(stream(None, vec![garbage.clone()]))
+        .await
+        .expect_err("no checksum");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("crc32"), "{err:?}");
+    let err = peer_client
+        .install_snapshot(stream(Some(crc32fast::hash(&garbage)), vec![garbage]))
+        .await
+        .expect_err("undecodable");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("does not decode"), "{err:?}");
 
     assert!(node.ready().await, "the node keeps serving");
     let body: serde_json::Value = http()
