@@ -137,11 +137,36 @@ impl PeerService {
     }
 }
 
+/// The largest term or log index a peer may name. No real cluster gets near it (a new term
+/// every millisecond for 290 million years), and refusing beyond it keeps `term + 1` and
+/// `index + 1` in OpenRaft and in our code from overflowing on a forged `u64::MAX`.
+const MAX_PLAUSIBLE: u64 = u64::MAX >> 1;
+
+/// Refuses a vote or log id from the wire whose term or index is past [`MAX_PLAUSIBLE`].
+fn check_plausible(what: &str, term: u64, index: Option<u64>) -> Result<(), Status> {
+    if term > MAX_PLAUSIBLE || index.is_some_and(|i| i > MAX_PLAUSIBLE) {
+        return Err(Status::invalid_argument(format!(
+            "{what}: term {term} / index {index:?} is past any real cluster's (at most {MAX_PLAUSIBLE})"
+        )));
+    }
+    Ok(())
+}
+
+/// [`check_plausible`] for an optional log id.
+fn check_log_id(what: &str, id: Option<crate::LogId>) -> Result<(), Status> {
+    id.map_or(Ok(()), |l| check_plausible(what, l.leader_id.term, Some(l.index)))
+}
+
 /// Refuses an AppendEntries whose shape no leader sends: entries that do not follow
 /// `prev` one index at a time, or whose log ids go backwards or name a newer leader than
 /// the sender's vote. OpenRaft assumes all of it (debug builds assert it, release builds
 /// would act on nonsense), so it is checked before OpenRaft sees the request.
 fn check_shape(vote: &Vote, prev: Option<crate::LogId>, entries: &[Entry]) -> Result<(), Status> {
+    check_plausible("AppendEntries vote", vote.leader_id.term, None)?;
+    check_log_id("AppendEntries previous entry", prev)?;
+    if let Some(last) = entries.last() {
+        check_log_id("AppendEntries last entry", Some(last.log_id))?;
+    }
     let mut expected = match prev {
         None => Some(0),
         Some(p) => p.index.checked_add(1),
@@ -216,6 +241,8 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             vote,
             last_log_id: log_id_from_pb(req.last_log_id).map_err(bad)?,
         };
+        check_plausible("Vote", rpc.vote.leader_id.term, None)?;
+        check_log_id("Vote last log id", rpc.last_log_id)?;
         // Before Raft can grant it: a leader that might vote for someone else must stop
         // trusting its lease first.
         self.node.lease().saw_vote_request(&rpc.vote);
@@ -242,6 +269,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             .collect::<Result<Vec<_>, _>>()
             .map_err(bad)?;
         let leader_commit = log_id_from_pb(req.leader_commit).map_err(bad)?;
+        check_log_id("AppendEntries leader_commit", leader_commit)?;
         let prev_log_id = log_id_from_pb(req.prev_log_id).map_err(bad)?;
         check_shape(&vote, prev_log_id, &entries)?;
         if let Err(e) = self
@@ -301,6 +329,8 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         let meta = SnapshotMeta::try_from(header.meta.ok_or(MissingField("header.meta")).map_err(bad)?)
             .map_err(bad)?;
         let crc32 = header.crc32.ok_or(MissingField("header.crc32")).map_err(bad)?;
+        check_plausible("InstallSnapshot vote", vote.leader_id.term, None)?;
+        check_log_id("InstallSnapshot last log id", meta.last_log_id)?;
         let cap = self.node.settings().raft.max_snapshot_bytes;
         let mut data = Vec::new();
         while let Some(chunk) = stream.next().await {
@@ -426,6 +456,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         self.check_target(&request)?;
         let req = request.into_inner();
         let last_log_id = log_id_from_pb(req.last_log_id).map_err(bad)?;
+        check_log_id("PreVote last log id", last_log_id)?;
         let answer = self.node.pre_vote(req.candidate, last_log_id).await;
         Ok(Response::new(peer::PreVoteResponse {
             granted: answer.is_ok(),
@@ -503,6 +534,13 @@ mod tests {
             check_shape(&vote, None, &blanks(&[(4, 0)])),
             check_shape(&vote, Some(id(4, 4)), &[]),
             check_shape(&vote, Some(id(1, u64::MAX)), &blanks(&[(1, 0)])),
+            check_shape(&vote, Some(id(1, u64::MAX)), &[]),
+            check_shape(&Vote::new_committed(u64::MAX, 1), None, &[]),
+            check_shape(
+                &Vote::new_committed(u64::MAX, 1),
+                Some(id(u64::MAX, 4)),
+                &blanks(&[(u64::MAX, 5)]),
+            ),
         ];
         for r in refused {
             assert_eq!(r.map_err(|s| s.code()), Err(tonic::Code::InvalidArgument));

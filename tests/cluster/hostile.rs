@@ -294,6 +294,28 @@ async fn a_forged_append_from_a_non_member_truncates_nothing() {
             .await
             .expect_err("refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}: {err:?}", n.name);
+        // A term no real cluster reaches (so `term + 1` would overflow) is refused, in an
+        // append and in a vote request.
+        let err = peer
+            .append_entries(forged_append(id, u64::MAX, None, 0..=0))
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}: {err:?}", n.name);
+        assert!(err.message().contains("past any real cluster"), "{err:?}");
+        let mut vote = tonic::Request::new(openraft_memory::pb::peer::VoteRequest {
+            vote: Some(openraft_memory::pb::peer::Vote {
+                leader_id: Some(openraft_memory::pb::peer::LeaderId {
+                    term: u64::MAX,
+                    node_id: 99,
+                }),
+                committed: false,
+            }),
+            last_log_id: None,
+        });
+        vote.metadata_mut()
+            .insert("x-raft-target-node", id.to_string().parse().expect("ascii"));
+        let err = peer.vote(vote).await.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{}: {err:?}", n.name);
     }
 
     for n in &c.nodes {
