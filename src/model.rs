@@ -25,15 +25,38 @@ pub struct Student {
     pub score: f32,
 }
 
+/// A stored record: the student and its revision, the log index of the entry that last
+/// changed it. Revisions only grow, so a client that read revision `r` can ask a write to
+/// apply only if nothing changed the record since (`If-Match`, `expected_revision`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The record's fields.
+    #[serde(flatten)]
+    pub student: Student,
+    /// The log index that last created or replaced it (0: restored from a backup taken
+    /// before revisions existed).
+    pub revision: u64,
+}
+
 /// A change to the store: the payload of a normal Raft log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Insert a record whose id must not exist yet.
     Create(Student),
     /// Replace the name and score of an existing record.
-    Update(Student),
+    Update {
+        /// The new value.
+        student: Student,
+        /// Apply only if the record's revision is this one.
+        expected: Option<u64>,
+    },
     /// Remove a record.
-    Delete(i64),
+    Delete {
+        /// The record's id.
+        id: i64,
+        /// Apply only if the record's revision is this one.
+        expected: Option<u64>,
+    },
     /// Several commands proposed together as one log entry, applied in order. Concurrent
     /// client writes are batched this way so that many requests cost one Raft append, one
     /// replication message and one apply.
@@ -45,15 +68,22 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandResult {
     /// The record was inserted.
-    Created(Student),
+    Created(Record),
     /// The record was replaced; this is the new value.
-    Updated(Student),
+    Updated(Record),
     /// The record with this id was removed.
     Deleted(i64),
     /// No record has this id.
     NotFound(i64),
     /// A record with this id exists already.
     AlreadyExists(i64),
+    /// The command expected another revision: nothing changed.
+    RevisionMismatch {
+        /// The record's id.
+        id: i64,
+        /// Its revision now; `None` when there is no such record.
+        current: Option<u64>,
+    },
     /// The outcomes of a [`Command::Batch`], in the batch's order.
     Batch(Vec<CommandResult>),
 }
@@ -105,6 +135,19 @@ pub enum ValidationError {
 }
 
 impl Command {
+    /// An unconditional update.
+    pub fn update(student: Student) -> Command {
+        Command::Update {
+            student,
+            expected: None,
+        }
+    }
+
+    /// An unconditional delete.
+    pub fn delete(id: i64) -> Command {
+        Command::Delete { id, expected: None }
+    }
+
     /// Checks a command that arrived from elsewhere (a forwarded write) as the client edges
     /// check theirs: every record valid and stored as validation would store it, and a batch
     /// no larger than `max_batch` and flat. The state machine applies whatever is committed,
@@ -119,8 +162,8 @@ impl Command {
             Ok(())
         };
         match self {
-            Command::Create(s) | Command::Update(s) => record(s),
-            Command::Delete(id) => validate_id(*id).map(|_| ()),
+            Command::Create(s) | Command::Update { student: s, .. } => record(s),
+            Command::Delete { id, .. } => validate_id(*id).map(|_| ()),
             Command::Batch(cmds) => {
                 if cmds.is_empty() || cmds.len() > max_batch {
                     return Err(ValidationError::Batch {
@@ -190,7 +233,7 @@ mod tests {
     fn forwarded_commands_are_checked_like_client_ones() {
         let ok = Student::validated(1, "Ada", 50.0).expect("valid");
         assert!(Command::Create(ok.clone()).validate(4).is_ok());
-        let bad = |s: Student| Command::Update(s).validate(4).expect_err("refused");
+        let bad = |s: Student| Command::update(s).validate(4).expect_err("refused");
         let mut nan = ok.clone();
         nan.score = f32::NAN;
         assert_eq!(bad(nan), ValidationError::ScoreNotFinite);
@@ -200,17 +243,17 @@ mod tests {
         let mut zero = ok.clone();
         zero.id = 0;
         assert_eq!(bad(zero), ValidationError::Id(0));
-        assert!(Command::Delete(-1).validate(4).is_err());
-        let batch = |n: usize| Command::Batch(vec![Command::Delete(1); n]);
+        assert!(Command::delete(-1).validate(4).is_err());
+        let batch = |n: usize| Command::Batch(vec![Command::delete(1); n]);
         assert!(batch(4).validate(4).is_ok());
         assert_eq!(
             batch(5).validate(4),
             Err(ValidationError::Batch { max: 4, got: 5 })
         );
         assert!(batch(0).validate(4).is_err(), "an empty batch");
-        let nested = Command::Batch(vec![Command::Delete(1), batch(1)]);
+        let nested = Command::Batch(vec![Command::delete(1), batch(1)]);
         assert!(nested.validate(4).is_err(), "a batch inside a batch");
-        let hidden = Command::Batch(vec![Command::Delete(1), Command::Delete(0)]);
+        let hidden = Command::Batch(vec![Command::delete(1), Command::delete(0)]);
         assert_eq!(hidden.validate(4), Err(ValidationError::Id(0)));
     }
 

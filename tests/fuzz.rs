@@ -68,17 +68,36 @@ fn append_request() -> impl Strategy<Value = peer::AppendEntriesRequest> {
         leader_id: Some(peer::LeaderId { term, node_id: node }),
         index,
     });
-    let student = (any::<i64>(), ".{0,40}", any::<f32>())
-        .prop_map(|(id, name, score)| openraft_memory::pb::client::Student { id, name, score });
+    let student =
+        (any::<i64>(), ".{0,40}", any::<f32>(), any::<u64>()).prop_map(|(id, name, score, revision)| {
+            openraft_memory::pb::client::Student {
+                id,
+                name,
+                score,
+                revision,
+            }
+        });
     let leaf = prop_oneof![
         student.clone().prop_map(|s| peer::Command {
             op: Some(peer::command::Op::Create(s))
         }),
-        student.prop_map(|s| peer::Command {
+        student.clone().prop_map(|s| peer::Command {
             op: Some(peer::command::Op::Update(s))
+        }),
+        (prop::option::of(student), any::<u64>()).prop_map(|(student, expected_revision)| peer::Command {
+            op: Some(peer::command::Op::UpdateIf(peer::UpdateIf {
+                student,
+                expected_revision
+            }))
         }),
         any::<i64>().prop_map(|id| peer::Command {
             op: Some(peer::command::Op::Delete(id))
+        }),
+        (any::<i64>(), any::<u64>()).prop_map(|(id, expected_revision)| peer::Command {
+            op: Some(peer::command::Op::DeleteIf(peer::DeleteIf {
+                id,
+                expected_revision
+            }))
         }),
         Just(peer::Command { op: None }),
     ];

@@ -133,14 +133,159 @@ async fn every_bad_input_is_problem_json_with_the_right_status_and_changes_nothi
         assert_problem(what, &answer, *want);
     }
 
-    // Nothing above changed the one record.
+    // Nothing above changed the one record, not even its revision.
+    let revision = created.2["revision"]
+        .as_u64()
+        .expect("a created record has a revision");
     let (status, _, body) = call(&app, Method::GET, "/students/7", None, "").await;
     assert_eq!(
         (status, body),
-        (StatusCode::OK, json!({"id": 7, "name": "Ada", "score": 1.0}))
+        (
+            StatusCode::OK,
+            json!({"id": 7, "name": "Ada", "score": 1.0, "revision": revision})
+        )
     );
     let (_, _, page) = call(&app, Method::GET, "/students", None, "").await;
     assert_eq!(page["students"].as_array().map(Vec::len), Some(1), "{page}");
+}
+
+/// Sends one request with extra headers; answers the status, the `ETag` and the JSON body.
+async fn call_with(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_owned())).expect("request"))
+        .await
+        .expect("the router answers");
+    let status = resp.status();
+    let etag = resp
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        etag,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn writes_with_if_match_apply_only_at_the_revision_the_etag_gave() {
+    let server = node(true).await;
+    let app = router(server.node().clone());
+    let tag = |r: u64| format!("\"{r}\"");
+    let (status, etag, body) = call_with(
+        &app,
+        Method::POST,
+        "/students",
+        &[],
+        r#"{"id":7,"name":"Ada","score":1}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let r1 = body["revision"].as_u64().expect("revision");
+    assert!(r1 > 0);
+    assert_eq!(etag, Some(tag(r1)), "the ETag is the revision, quoted");
+    let (_, etag, _) = call_with(&app, Method::GET, "/students/7", &[], "").await;
+    assert_eq!(etag, Some(tag(r1)));
+
+    let put = |if_match: String, score: u32| {
+        let app = app.clone();
+        async move {
+            let body = format!(r#"{{"name":"Ada","score":{score}}}"#);
+            call_with(
+                &app,
+                Method::PUT,
+                "/students/7",
+                &[("if-match", &if_match)],
+                &body,
+            )
+            .await
+        }
+    };
+    // A revision that is not the record's: 412, the current revision named, nothing changed.
+    let (status, _, problem) = put(tag(r1 + 100), 2).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
+    assert_eq!(problem["current_revision"], r1);
+    assert_eq!(problem["retryable"], false);
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/precondition-failed"))
+    );
+    // Forms the server does not evaluate are refused, not ignored.
+    for bad in [
+        format!("W/{}", tag(r1)),
+        format!("{}, \"1\"", tag(r1)),
+        "17".into(),
+        "\"x\"".into(),
+    ] {
+        let (status, _, problem) = put(bad.clone(), 3).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| d.contains("If-Match")),
+            "{problem}"
+        );
+    }
+    let (_, _, unchanged) = call_with(&app, Method::GET, "/students/7", &[], "").await;
+    assert_eq!(
+        (unchanged["score"].as_f64(), unchanged["revision"].as_u64()),
+        (Some(1.0), Some(r1))
+    );
+
+    // The right revision applies and moves it on; the old one is stale from then on.
+    let (status, etag, body) = put(tag(r1), 4).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r2 = body["revision"].as_u64().expect("revision");
+    assert!(r2 > r1);
+    assert_eq!(etag, Some(tag(r2)));
+    let (status, _, problem) = put(tag(r1), 5).await;
+    assert_eq!(
+        (status, problem["current_revision"].as_u64()),
+        (StatusCode::PRECONDITION_FAILED, Some(r2))
+    );
+    // `*` matches any current record.
+    let (status, _, body) = put("*".into(), 6).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let r3 = body["revision"].as_u64().expect("revision");
+
+    let delete = |if_match: String| {
+        let app = app.clone();
+        async move {
+            call_with(
+                &app,
+                Method::DELETE,
+                "/students/7",
+                &[("if-match", &if_match)],
+                "",
+            )
+            .await
+        }
+    };
+    assert_eq!(delete(tag(r2)).await.0, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(delete(tag(r3)).await.0, StatusCode::NO_CONTENT);
+    // Gone: no revision can match, and the problem has no current revision to offer.
+    let (status, _, problem) = delete(tag(r3)).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
+    assert!(problem.get("current_revision").is_none(), "{problem}");
+
+    // `/cluster` reports the store's revision: at least the last change.
+    let (_, _, info) = call_with(&app, Method::GET, "/cluster", &[], "").await;
+    assert!(info["revision"].as_u64().is_some_and(|r| r > r3), "{info}");
 }
 
 #[tokio::test]

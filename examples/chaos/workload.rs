@@ -96,6 +96,7 @@ async fn one(
             id,
             name: v.0.clone(),
             score: f32::from_bits(v.1),
+            revision: 0,
         };
         let fut = async {
             match call {
@@ -108,11 +109,15 @@ async fn one(
                 Call::Update(v) => g
                     .update_student(pb::UpdateStudentRequest {
                         student: Some(student(v)),
+                        expected_revision: 0,
                     })
                     .await
                     .map(|_| None),
                 Call::Delete => g
-                    .delete_student(pb::DeleteStudentRequest { id })
+                    .delete_student(pb::DeleteStudentRequest {
+                        id,
+                        expected_revision: 0,
+                    })
                     .await
                     .map(|_| None),
                 Call::Get => g

@@ -33,6 +33,14 @@ pub enum ApiError {
     /// The record exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// A conditional write found another revision (or no record): nothing changed.
+    #[error("{detail}")]
+    PreconditionFailed {
+        /// What was expected and found.
+        detail: String,
+        /// The record's revision now, if it exists.
+        current: Option<u64>,
+    },
     /// The cluster could not serve the request.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -59,6 +67,9 @@ pub struct Problem {
     /// cut off from a quorum), so a client may try it directly.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<LeaderHint>,
+    /// On `precondition-failed`: the record's revision now (absent when it does not exist).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_revision: Option<u64>,
 }
 
 /// The leader a `no-leader` answer believes in.
@@ -96,6 +107,12 @@ impl ApiError {
                 false,
             ),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "already-exists", "Already exists", false),
+            ApiError::PreconditionFailed { .. } => (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Revision does not match",
+                false,
+            ),
             ApiError::Denied(Denied::Unauthenticated(_)) => (
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -155,6 +172,10 @@ impl ApiError {
                 }),
                 _ => None,
             },
+            current_revision: match self {
+                ApiError::PreconditionFailed { current, .. } => *current,
+                _ => None,
+            },
         }
     }
 }
@@ -201,6 +222,14 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound(_) | ApiError::Node(N::UnknownMember(_)) => Code::NotFound,
             ApiError::MethodNotAllowed(_) => Code::Unimplemented,
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
+            ApiError::PreconditionFailed { current, .. } => {
+                let mut status = tonic::Status::failed_precondition(e.to_string());
+                if let Some(rev) = current {
+                    // Machine-readable beside the message, as REST's `current_revision`.
+                    status.metadata_mut().insert("current-revision", (*rev).into());
+                }
+                return status;
+            }
             ApiError::Denied(Denied::Unauthenticated(_)) => Code::Unauthenticated,
             ApiError::Denied(Denied::Forbidden { .. }) => Code::PermissionDenied,
             // Nothing was applied: marked, so clients know a retry is safe.

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::model::{Command, Student, validate_id};
+use crate::model::{Command, Record, Student, validate_id};
 use crate::node::{Consistency, RaftNode};
 use crate::pb::client;
 use crate::pb::client::student_service_server::StudentService;
@@ -59,7 +59,7 @@ impl StudentGrpc {
         result
     }
 
-    async fn write(&self, cmd: Command) -> Result<Option<Student>, ApiError> {
+    async fn write(&self, cmd: Command) -> Result<Option<Record>, ApiError> {
         super::outcome(self.node.write(cmd).await?)
     }
 }
@@ -151,10 +151,12 @@ impl StudentService for StudentGrpc {
         request: Request<client::UpdateStudentRequest>,
     ) -> Result<Response<client::Student>, Status> {
         self.measured("UpdateStudent", async {
-            let s = required(request.into_inner().student)?;
+            let req = request.into_inner();
+            let s = required(req.student)?;
             let student = Student::validated(s.id, &s.name, s.score)?;
+            let expected = (req.expected_revision != 0).then_some(req.expected_revision);
             let updated = self
-                .write(Command::Update(student))
+                .write(Command::Update { student, expected })
                 .await?
                 .ok_or_else(|| internal("update"))?;
             Ok::<_, ApiError>(Response::new(updated.into()))
@@ -168,8 +170,10 @@ impl StudentService for StudentGrpc {
         request: Request<client::DeleteStudentRequest>,
     ) -> Result<Response<client::DeleteStudentResponse>, Status> {
         self.measured("DeleteStudent", async {
-            let id = validate_id(request.into_inner().id)?;
-            self.write(Command::Delete(id)).await?;
+            let req = request.into_inner();
+            let id = validate_id(req.id)?;
+            let expected = (req.expected_revision != 0).then_some(req.expected_revision);
+            self.write(Command::Delete { id, expected }).await?;
             Ok::<_, ApiError>(Response::new(client::DeleteStudentResponse {}))
         })
         .await
@@ -212,7 +216,7 @@ impl StudentService for StudentGrpc {
                 .list(after, limit, consistency(req.consistency)?)
                 .await?;
             let next_page_token = match (more, students.last()) {
-                (true, Some(last)) => last.id.to_string(),
+                (true, Some(last)) => last.student.id.to_string(),
                 _ => String::new(),
             };
             Ok(Response::new(client::ListStudentsResponse {

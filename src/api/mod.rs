@@ -19,7 +19,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// Converts a write outcome to the record it produced, or the matching client error.
 pub(crate) fn outcome(
     r: crate::model::CommandResult,
-) -> Result<Option<crate::model::Student>, error::ApiError> {
+) -> Result<Option<crate::model::Record>, error::ApiError> {
     use crate::model::CommandResult;
     use error::ApiError;
     match r {
@@ -29,6 +29,16 @@ pub(crate) fn outcome(
         CommandResult::AlreadyExists(id) => Err(ApiError::AlreadyExists(format!(
             "a student with id {id} exists already"
         ))),
+        CommandResult::RevisionMismatch { id, current } => Err(ApiError::PreconditionFailed {
+            detail: match current {
+                Some(rev) => format!(
+                    "student {id} is at revision {rev}, not the one expected; nothing was changed \
+                     (read it again and retry with its current revision)"
+                ),
+                None => format!("no student with id {id}, so no revision can match; nothing was changed"),
+            },
+            current,
+        }),
         // A single command never yields a batch outcome: the node unpacks batches.
         CommandResult::Batch(_) => Err(ApiError::Node(crate::node::NodeError::Internal(
             "a single write produced a batch outcome".into(),

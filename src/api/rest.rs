@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, FailureDetail};
 use super::extract::{Body, Params, PathId};
 use super::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, outcome};
-use crate::model::{Command, Member, Student, validate_id};
+use crate::model::{Command, Member, Record, Student, validate_id};
 use crate::node::{Consistency, RaftNode};
 
 /// Builds the REST router for `node`.
@@ -139,8 +139,39 @@ struct ListParams {
 
 #[derive(Debug, Serialize)]
 struct ListBody {
-    students: Vec<Student>,
+    students: Vec<Record>,
     next_after: Option<i64>,
+}
+
+/// A record as an answer: its JSON and its revision as a strong `ETag`.
+fn with_etag(status: StatusCode, record: Record) -> Response {
+    let etag = format!("\"{}\"", record.revision);
+    (status, [(header::ETAG, etag)], Json(record)).into_response()
+}
+
+/// The revision an `If-Match` header asks for: one strong entity tag (`"17"`, as `ETag`
+/// gives it) or `*` (any current record, which PUT and DELETE require anyway). A list of
+/// tags or a weak one is refused rather than half-honoured: a condition the server does
+/// not evaluate must not look like one it did.
+fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::BadRequest(
+            "`If-Match` must be one revision in quotes, as the ETag header gives it (`If-Match: \"17\"`), or `*`"
+                .into(),
+        )
+    };
+    let value = raw.to_str().map_err(|_| bad())?.trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    let tag = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or_else(bad)?;
+    tag.parse::<u64>().map(Some).map_err(|_| bad())
 }
 
 #[tracing::instrument(skip_all, fields(id = body.id))]
@@ -155,8 +186,12 @@ async fn create_student(
             "create returned no record".into(),
         ))
     })?;
-    let location = format!("/students/{}", student.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(student)).into_response())
+    let location = format!("/students/{}", student.student.id);
+    let mut resp = with_etag(StatusCode::CREATED, student);
+    if let Ok(v) = header::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
 }
 
 #[tracing::instrument(skip_all)]
@@ -164,11 +199,11 @@ async fn get_student(
     State(node): State<RaftNode>,
     PathId(id): PathId<i64>,
     Params(params): Params<ReadParams>,
-) -> Result<Json<Student>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = validate_id(id)?;
     node.get(id, params.consistency.into())
         .await?
-        .map(Json)
+        .map(|r| with_etag(StatusCode::OK, r))
         .ok_or_else(|| ApiError::NotFound(format!("no student with id {id}")))
 }
 
@@ -176,11 +211,13 @@ async fn get_student(
 async fn update_student(
     State(node): State<RaftNode>,
     PathId(id): PathId<i64>,
+    headers: axum::http::HeaderMap,
     Body(body): Body<UpdateBody>,
-) -> Result<Json<Student>, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = if_match(&headers)?;
     let student = Student::validated(id, &body.name, body.score)?;
-    let updated = outcome(node.write(Command::Update(student)).await?)?;
-    updated.map(Json).ok_or_else(|| {
+    let updated = outcome(node.write(Command::Update { student, expected }).await?)?;
+    updated.map(|r| with_etag(StatusCode::OK, r)).ok_or_else(|| {
         ApiError::Node(crate::node::NodeError::Internal(
             "update returned no record".into(),
         ))
@@ -191,9 +228,11 @@ async fn update_student(
 async fn delete_student(
     State(node): State<RaftNode>,
     PathId(id): PathId<i64>,
+    headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let id = validate_id(id)?;
-    outcome(node.write(Command::Delete(id)).await?)?;
+    let expected = if_match(&headers)?;
+    outcome(node.write(Command::Delete { id, expected }).await?)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -209,7 +248,11 @@ async fn list_students(
         )));
     }
     let (students, more) = node.list(params.after, limit, params.consistency.into()).await?;
-    let next_after = if more { students.last().map(|s| s.id) } else { None };
+    let next_after = if more {
+        students.last().map(|r| r.student.id)
+    } else {
+        None
+    };
     Ok(Json(ListBody { students, next_after }))
 }
 

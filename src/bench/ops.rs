@@ -222,6 +222,7 @@ impl Conn {
                     id,
                     name: format!("bench {id}"),
                     score,
+                    revision: 0,
                 };
                 let r = match op {
                     Op::Create(id) => client
@@ -233,6 +234,7 @@ impl Conn {
                     Op::Update(id) => client
                         .update_student(pb::UpdateStudentRequest {
                             student: Some(student(id, 17.25)),
+                            expected_revision: 0,
                         })
                         .await
                         .map(drop),

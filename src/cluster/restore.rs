@@ -28,8 +28,14 @@ pub(super) async fn restore(node: &RaftNode, backup: &std::path::Path) {
     let started = Instant::now();
     let mut done = 0;
     for chunk in students.chunks(RESTORE_CHUNK) {
-        let cmd =
-            crate::model::Command::Batch(chunk.iter().cloned().map(crate::model::Command::Create).collect());
+        // Each record gets the revision of the entry that restores it: a new cluster's log
+        // starts over, so the backup's revisions would name entries it never had.
+        let cmd = crate::model::Command::Batch(
+            chunk
+                .iter()
+                .map(|r| crate::model::Command::Create(r.student.clone()))
+                .collect(),
+        );
         let mut backoff = Backoff::new(Duration::from_secs(2));
         loop {
             match node.raft().client_write(cmd.clone()).await {

@@ -405,6 +405,7 @@ mod tests {
                     id,
                     name: widest.clone(),
                     score: 100.0,
+                    revision: u64::MAX,
                 })),
             };
             let log_id = |index| peer::LogId {

@@ -203,7 +203,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::model::Student;
+    use crate::model::{Record, Student};
 
     /// Commits each proposal once the test releases it, applying every command as a
     /// deletion of its id (or failing, when told to); records what it was asked.
@@ -236,7 +236,7 @@ mod tests {
 
         fn write(&self, id: i64) -> tokio::task::JoinHandle<Result<CommandResult, NodeError>> {
             let p = self.clone();
-            tokio::spawn(async move { submit(&p, Command::Delete(id)).await })
+            tokio::spawn(async move { submit(&p, Command::delete(id)).await })
         }
 
         fn proposed(&self) -> Vec<Command> {
@@ -260,7 +260,7 @@ mod tests {
 
     fn outcome(cmd: &Command) -> CommandResult {
         match cmd {
-            Command::Delete(id) => CommandResult::Deleted(*id),
+            Command::Delete { id, .. } => CommandResult::Deleted(*id),
             Command::Batch(cmds) => CommandResult::Batch(cmds.iter().map(outcome).collect()),
             other => panic!("unexpected command {other:?}"),
         }
@@ -305,7 +305,11 @@ mod tests {
         for w in queued {
             assert!(result(w).await.is_ok());
         }
-        assert!(p.proposed().iter().all(|c| !matches!(c, Command::Delete(10))));
+        assert!(
+            p.proposed()
+                .iter()
+                .all(|c| !matches!(c, Command::Delete { id: 10, .. }))
+        );
     }
 
     #[tokio::test]
@@ -313,7 +317,7 @@ mod tests {
         let p = Gated::new(2, 10);
         p.release.add_permits(1);
         assert_eq!(result(p.write(1)).await.ok(), Some(CommandResult::Deleted(1)));
-        assert_eq!(p.proposed(), vec![Command::Delete(1)]);
+        assert_eq!(p.proposed(), vec![Command::delete(1)]);
     }
 
     #[tokio::test]
@@ -333,8 +337,8 @@ mod tests {
                 "write {id}"
             );
         }
-        let batch = Command::Batch(vec![Command::Delete(2), Command::Delete(3), Command::Delete(4)]);
-        assert_eq!(p.proposed(), vec![Command::Delete(1), batch]);
+        let batch = Command::Batch(vec![Command::delete(2), Command::delete(3), Command::delete(4)]);
+        assert_eq!(p.proposed(), vec![Command::delete(1), batch]);
     }
 
     #[tokio::test]
@@ -404,10 +408,13 @@ mod tests {
             }
             async fn propose(&self, _cmd: Command) -> Result<CommandResult, NodeError> {
                 self.1.acquire().await.expect("open").forget();
-                Ok(CommandResult::Batch(vec![CommandResult::Created(Student {
-                    id: 1,
-                    name: "a".into(),
-                    score: 1.0,
+                Ok(CommandResult::Batch(vec![CommandResult::Created(Record {
+                    student: Student {
+                        id: 1,
+                        name: "a".into(),
+                        score: 1.0,
+                    },
+                    revision: 1,
                 })]))
             }
         }
@@ -423,7 +430,7 @@ mod tests {
             Arc::new(Semaphore::new(0)),
         );
         let p2 = p.clone();
-        let first = tokio::spawn(async move { submit(&p2, Command::Delete(1)).await });
+        let first = tokio::spawn(async move { submit(&p2, Command::delete(1)).await });
         tokio::time::timeout(Duration::from_secs(5), async {
             while p.0.lock().in_flight < 1 {
                 tokio::task::yield_now().await;
@@ -432,8 +439,8 @@ mod tests {
         .await
         .expect("the first write takes the slot");
         let (a, b) = (p.clone(), p.clone());
-        let w2 = tokio::spawn(async move { submit(&a, Command::Delete(2)).await });
-        let w3 = tokio::spawn(async move { submit(&b, Command::Delete(3)).await });
+        let w2 = tokio::spawn(async move { submit(&a, Command::delete(2)).await });
+        let w3 = tokio::spawn(async move { submit(&b, Command::delete(3)).await });
         tokio::time::timeout(Duration::from_secs(5), async {
             while p.0.lock().queue.len() < 2 {
                 tokio::task::yield_now().await;

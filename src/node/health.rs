@@ -50,6 +50,9 @@ pub struct ClusterInfo {
     pub learners: Vec<MemberInfo>,
     /// Log indexes.
     pub indexes: Indexes,
+    /// The store's revision on this node: the last log index it applied. Every record's
+    /// revision is at most this; a watch from `revision + 1` sees only later changes.
+    pub revision: u64,
 }
 
 /// This node's identity and role.
@@ -213,6 +216,7 @@ impl RaftNode {
                 snapshot: m.snapshot.map(|l| l.index),
                 purged: m.purged.map(|l| l.index),
             },
+            revision: self.inner.sm.revision(),
         }
     }
 

@@ -8,7 +8,7 @@ use openraft::error::RaftError;
 
 use super::leader::{Target, route_to_leader};
 use super::{NodeError, RaftNode};
-use crate::model::Student;
+use crate::model::Record;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,7 +165,7 @@ impl RaftNode {
     }
 
     /// Reads one record.
-    pub async fn get(&self, id: i64, consistency: Consistency) -> Result<Option<Student>, NodeError> {
+    pub async fn get(&self, id: i64, consistency: Consistency) -> Result<Option<Record>, NodeError> {
         if consistency == Consistency::Linearizable {
             self.read_barrier().await?;
         }
@@ -178,7 +178,7 @@ impl RaftNode {
         after: Option<i64>,
         limit: usize,
         consistency: Consistency,
-    ) -> Result<(Vec<Student>, bool), NodeError> {
+    ) -> Result<(Vec<Record>, bool), NodeError> {
         if consistency == Consistency::Linearizable {
             self.read_barrier().await?;
         }

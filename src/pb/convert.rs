@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::{CommittedLeaderId, EntryPayload};
 
 use super::{client, peer};
-use crate::model::{Command, CommandResult, Member, Student};
+use crate::model::{Command, CommandResult, Member, Record, Student};
 use crate::{Entry, LogId, Membership, NodeId, SnapshotMeta, StoredMembership, TypeConfig, Vote};
 
 /// A peer message lacked a required field: the sender is broken or speaks another version.
@@ -24,6 +24,25 @@ impl From<Student> for client::Student {
             id: s.id,
             name: s.name,
             score: s.score,
+            revision: 0,
+        }
+    }
+}
+
+impl From<Record> for client::Student {
+    fn from(r: Record) -> Self {
+        client::Student {
+            revision: r.revision,
+            ..r.student.into()
+        }
+    }
+}
+
+impl From<client::Student> for Record {
+    fn from(s: client::Student) -> Self {
+        Record {
+            revision: s.revision,
+            student: s.into(),
         }
     }
 }
@@ -161,8 +180,25 @@ impl From<Command> for peer::Command {
         use peer::command::Op;
         let op = match c {
             Command::Create(s) => Op::Create(s.into()),
-            Command::Update(s) => Op::Update(s.into()),
-            Command::Delete(id) => Op::Delete(id),
+            Command::Update {
+                student,
+                expected: None,
+            } => Op::Update(student.into()),
+            Command::Update {
+                student,
+                expected: Some(e),
+            } => Op::UpdateIf(peer::UpdateIf {
+                student: Some(student.into()),
+                expected_revision: e,
+            }),
+            Command::Delete { id, expected: None } => Op::Delete(id),
+            Command::Delete {
+                id,
+                expected: Some(e),
+            } => Op::DeleteIf(peer::DeleteIf {
+                id,
+                expected_revision: e,
+            }),
             Command::Batch(cmds) => Op::Batch(peer::CommandBatch {
                 commands: cmds.into_iter().map(Into::into).collect(),
             }),
@@ -177,8 +213,16 @@ impl TryFrom<peer::Command> for Command {
         use peer::command::Op;
         Ok(match need(c.op, "command.op")? {
             Op::Create(s) => Command::Create(s.into()),
-            Op::Update(s) => Command::Update(s.into()),
-            Op::Delete(id) => Command::Delete(id),
+            Op::Update(s) => Command::update(s.into()),
+            Op::UpdateIf(u) => Command::Update {
+                student: need(u.student, "update_if.student")?.into(),
+                expected: Some(u.expected_revision),
+            },
+            Op::Delete(id) => Command::delete(id),
+            Op::DeleteIf(d) => Command::Delete {
+                id: d.id,
+                expected: Some(d.expected_revision),
+            },
             Op::Batch(b) => Command::Batch(
                 b.commands
                     .into_iter()
@@ -198,6 +242,12 @@ impl From<CommandResult> for peer::CommandResult {
             CommandResult::Deleted(id) => Outcome::Deleted(id),
             CommandResult::NotFound(id) => Outcome::NotFound(id),
             CommandResult::AlreadyExists(id) => Outcome::AlreadyExists(id),
+            CommandResult::RevisionMismatch { id, current } => {
+                Outcome::RevisionMismatch(peer::RevisionMismatch {
+                    id,
+                    current_revision: current,
+                })
+            }
             CommandResult::Batch(rs) => Outcome::Batch(peer::CommandResultBatch {
                 results: rs.into_iter().map(Into::into).collect(),
             }),
@@ -218,6 +268,10 @@ impl TryFrom<peer::CommandResult> for CommandResult {
             Outcome::Deleted(id) => CommandResult::Deleted(id),
             Outcome::NotFound(id) => CommandResult::NotFound(id),
             Outcome::AlreadyExists(id) => CommandResult::AlreadyExists(id),
+            Outcome::RevisionMismatch(m) => CommandResult::RevisionMismatch {
+                id: m.id,
+                current: m.current_revision,
+            },
             Outcome::Batch(b) => CommandResult::Batch(
                 b.results
                     .into_iter()
@@ -310,17 +364,31 @@ mod tests {
             },
             Entry {
                 log_id,
-                payload: EntryPayload::Normal(Command::Delete(5)),
+                payload: EntryPayload::Normal(Command::delete(5)),
             },
             Entry {
                 log_id,
                 payload: EntryPayload::Normal(Command::Batch(vec![
-                    Command::Delete(7),
-                    Command::Batch(vec![Command::Update(Student {
-                        id: 2,
-                        name: "Bo".into(),
-                        score: 1.0,
-                    })]),
+                    Command::delete(7),
+                    Command::Delete {
+                        id: 8,
+                        expected: Some(3),
+                    },
+                    Command::Batch(vec![
+                        Command::update(Student {
+                            id: 2,
+                            name: "Bo".into(),
+                            score: 1.0,
+                        }),
+                        Command::Update {
+                            student: Student {
+                                id: 3,
+                                name: "Cy".into(),
+                                score: 2.0,
+                            },
+                            expected: Some(0),
+                        },
+                    ]),
                 ])),
             },
             Entry {

@@ -6,7 +6,7 @@ use prost::Message;
 use super::disk::{self, DiskError};
 use super::state_machine::{StateMachineData, Students};
 use crate::SnapshotMeta;
-use crate::model::Student;
+use crate::model::Record;
 use crate::pb::peer;
 
 /// The meta a backup of `data` carries.
@@ -54,8 +54,8 @@ impl Backup {
 
 /// Appends one record as it appears inside an encoded `StateSnapshot` (field 1, repeated):
 /// the message's encoding is these pieces back to back.
-pub(super) fn encode_record(s: &Student, out: &mut Vec<u8>) {
-    prost::encoding::message::encode(1, &crate::pb::client::Student::from(s.clone()), out);
+pub(super) fn encode_record(r: &Record, out: &mut Vec<u8>) {
+    prost::encoding::message::encode(1, &crate::pb::client::Student::from(r.clone()), out);
 }
 
 pub(super) fn encode_students(students: &Students) -> Vec<u8> {
@@ -70,7 +70,7 @@ pub(super) fn decode_students(bytes: &[u8]) -> Result<Students, prost::DecodeErr
     Ok(msg
         .students
         .into_iter()
-        .map(|s| (s.id, Student::from(s)))
+        .map(|s| (s.id, Record::from(s)))
         .collect())
 }
 
@@ -81,8 +81,8 @@ pub fn check_snapshot_data(bytes: &[u8]) -> Result<usize, prost::DecodeError> {
 }
 
 /// Reads and checks a backup (a snapshot file from `GET /cluster/snapshot`): its records in
-/// id order.
-pub fn read_backup(path: &std::path::Path) -> Result<Vec<Student>, DiskError> {
+/// id order, with the revisions they had.
+pub fn read_backup(path: &std::path::Path) -> Result<Vec<Record>, DiskError> {
     let (_, bytes) = disk::read_snapshot(path)?.ok_or_else(|| DiskError::Io {
         path: path.to_owned(),
         source: std::io::Error::from(std::io::ErrorKind::NotFound),

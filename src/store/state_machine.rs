@@ -14,11 +14,11 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
 use super::backup::{Backup, backup_meta, decode_students, encode_record, encode_students};
 use super::disk::{self, DiskError};
-use crate::model::{Command, CommandResult, Student};
+use crate::model::{Command, CommandResult, Record};
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// The records by id.
-pub type Students = imbl::OrdMap<i64, Student>;
+pub type Students = imbl::OrdMap<i64, Record>;
 
 /// The applied state: what every replica agrees on up to `last_applied`.
 #[derive(Debug, Default, Clone)]
@@ -35,30 +35,53 @@ pub struct StateMachineData {
 }
 
 impl StateMachineData {
-    /// Applies one command; deterministic, so every replica reaches the same outcome.
-    fn apply_command(&mut self, cmd: Command) -> CommandResult {
+    /// Applies one command of the entry at log index `revision`; deterministic, so every
+    /// replica reaches the same outcome. The revision check happens here, in log order, so
+    /// a conditional write is exactly as linearizable as any other.
+    fn apply_command(&mut self, cmd: Command, revision: u64) -> CommandResult {
         match cmd {
-            Command::Create(s) => match self.students.entry(s.id) {
-                imbl::ordmap::Entry::Occupied(_) => CommandResult::AlreadyExists(s.id),
+            Command::Create(student) => match self.students.entry(student.id) {
+                imbl::ordmap::Entry::Occupied(_) => CommandResult::AlreadyExists(student.id),
                 imbl::ordmap::Entry::Vacant(slot) => {
-                    slot.insert(s.clone());
-                    CommandResult::Created(s)
+                    let record = Record { student, revision };
+                    slot.insert(record.clone());
+                    CommandResult::Created(record)
                 }
             },
-            Command::Update(s) => match self.students.get_mut(&s.id) {
-                Some(slot) => {
-                    *slot = s.clone();
-                    CommandResult::Updated(s)
+            Command::Update { student, expected } => {
+                let id = student.id;
+                match self.students.get_mut(&id) {
+                    Some(slot) if expected.is_some_and(|e| e != slot.revision) => {
+                        CommandResult::RevisionMismatch {
+                            id,
+                            current: Some(slot.revision),
+                        }
+                    }
+                    Some(slot) => {
+                        *slot = Record { student, revision };
+                        CommandResult::Updated(slot.clone())
+                    }
+                    None if expected.is_some() => CommandResult::RevisionMismatch { id, current: None },
+                    None => CommandResult::NotFound(id),
                 }
-                None => CommandResult::NotFound(s.id),
-            },
-            Command::Delete(id) => match self.students.remove(&id) {
-                Some(_) => CommandResult::Deleted(id),
-                None => CommandResult::NotFound(id),
-            },
-            Command::Batch(cmds) => {
-                CommandResult::Batch(cmds.into_iter().map(|c| self.apply_command(c)).collect())
             }
+            Command::Delete { id, expected } => match (self.students.get(&id), expected) {
+                (Some(r), Some(e)) if r.revision != e => CommandResult::RevisionMismatch {
+                    id,
+                    current: Some(r.revision),
+                },
+                (Some(_), _) => {
+                    self.students.remove(&id);
+                    CommandResult::Deleted(id)
+                }
+                (None, Some(_)) => CommandResult::RevisionMismatch { id, current: None },
+                (None, None) => CommandResult::NotFound(id),
+            },
+            Command::Batch(cmds) => CommandResult::Batch(
+                cmds.into_iter()
+                    .map(|c| self.apply_command(c, revision))
+                    .collect(),
+            ),
         }
     }
 }
@@ -197,18 +220,23 @@ impl StateMachineStore {
     }
 
     /// Looks up one record in the applied state.
-    pub fn get(&self, id: i64) -> Option<Student> {
+    pub fn get(&self, id: i64) -> Option<Record> {
         self.read().students.get(&id).cloned()
     }
 
     /// Up to `limit` records with ids greater than `after`, in id order, and whether more follow.
-    pub fn list(&self, after: Option<i64>, limit: usize) -> (Vec<Student>, bool) {
+    pub fn list(&self, after: Option<i64>, limit: usize) -> (Vec<Record>, bool) {
         let data = self.read();
         let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         let mut iter = data.students.range((start, std::ops::Bound::Unbounded));
-        let page: Vec<Student> = iter.by_ref().take(limit).map(|(_, s)| s.clone()).collect();
+        let page: Vec<Record> = iter.by_ref().take(limit).map(|(_, s)| s.clone()).collect();
         let more = iter.next().is_some();
         (page, more)
+    }
+
+    /// The store's revision: the last log index applied (0 before the first).
+    pub fn revision(&self) -> u64 {
+        self.read().last_applied.map_or(0, |l| l.index)
     }
 
     /// The number of records.
@@ -293,7 +321,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data.last_applied = Some(entry.log_id);
             let result = match entry.payload {
                 EntryPayload::Blank => None,
-                EntryPayload::Normal(cmd) => Some(data.apply_command(cmd)),
+                EntryPayload::Normal(cmd) => Some(data.apply_command(cmd, entry.log_id.index)),
                 EntryPayload::Membership(m) => {
                     data.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     None
@@ -351,6 +379,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Student;
     use crate::store::read_backup;
 
     fn student(id: i64) -> Student {
@@ -361,23 +390,89 @@ mod tests {
         }
     }
 
+    fn record(id: i64, revision: u64) -> Record {
+        Record {
+            student: student(id),
+            revision,
+        }
+    }
+
     #[test]
     fn commands_have_deterministic_outcomes() {
         let mut d = StateMachineData::default();
         assert_eq!(
-            d.apply_command(Command::Create(student(1))),
-            CommandResult::Created(student(1))
+            d.apply_command(Command::Create(student(1)), 3),
+            CommandResult::Created(record(1, 3))
         );
         assert_eq!(
-            d.apply_command(Command::Create(student(1))),
+            d.apply_command(Command::Create(student(1)), 4),
             CommandResult::AlreadyExists(1)
         );
+        assert_eq!(d.students[&1].revision, 3, "a refused create leaves the revision");
         assert_eq!(
-            d.apply_command(Command::Update(student(2))),
+            d.apply_command(Command::update(student(2)), 5),
             CommandResult::NotFound(2)
         );
-        assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::Deleted(1));
-        assert_eq!(d.apply_command(Command::Delete(1)), CommandResult::NotFound(1));
+        assert_eq!(
+            d.apply_command(Command::update(student(1)), 6),
+            CommandResult::Updated(record(1, 6))
+        );
+        assert_eq!(d.apply_command(Command::delete(1), 7), CommandResult::Deleted(1));
+        assert_eq!(d.apply_command(Command::delete(1), 8), CommandResult::NotFound(1));
+    }
+
+    #[test]
+    fn conditional_writes_apply_only_at_the_expected_revision() {
+        let mut d = StateMachineData::default();
+        d.apply_command(Command::Create(student(1)), 10);
+        let update_if = |expected| Command::Update {
+            student: Student {
+                score: 99.0,
+                ..student(1)
+            },
+            expected: Some(expected),
+        };
+        assert_eq!(
+            d.apply_command(update_if(9), 11),
+            CommandResult::RevisionMismatch {
+                id: 1,
+                current: Some(10)
+            }
+        );
+        assert_eq!(d.students[&1], record(1, 10), "a mismatch changes nothing");
+        let CommandResult::Updated(r) = d.apply_command(update_if(10), 12) else {
+            panic!("the expected revision applies");
+        };
+        assert_eq!((r.revision, r.student.score), (12, 99.0));
+        // The same condition again is stale now: a lost update cannot happen.
+        assert!(matches!(
+            d.apply_command(update_if(10), 13),
+            CommandResult::RevisionMismatch {
+                current: Some(12),
+                ..
+            }
+        ));
+        let delete_if = |expected| Command::Delete {
+            id: 1,
+            expected: Some(expected),
+        };
+        assert!(matches!(
+            d.apply_command(delete_if(10), 14),
+            CommandResult::RevisionMismatch {
+                current: Some(12),
+                ..
+            }
+        ));
+        assert_eq!(d.apply_command(delete_if(12), 15), CommandResult::Deleted(1));
+        // No record: no revision can match, and it says so rather than "not found".
+        assert_eq!(
+            d.apply_command(delete_if(12), 16),
+            CommandResult::RevisionMismatch { id: 1, current: None }
+        );
+        assert_eq!(
+            d.apply_command(update_if(12), 17),
+            CommandResult::RevisionMismatch { id: 1, current: None }
+        );
     }
 
     #[test]
@@ -386,14 +481,20 @@ mod tests {
         let batch = Command::Batch(vec![
             Command::Create(student(1)),
             Command::Create(student(1)),
-            Command::Delete(1),
-            Command::Batch(vec![Command::Delete(1)]),
+            Command::Update {
+                student: student(1),
+                expected: Some(20),
+            },
+            Command::delete(1),
+            Command::Batch(vec![Command::delete(1)]),
         ]);
         assert_eq!(
-            d.apply_command(batch),
+            d.apply_command(batch, 20),
             CommandResult::Batch(vec![
-                CommandResult::Created(student(1)),
+                CommandResult::Created(record(1, 20)),
                 CommandResult::AlreadyExists(1),
+                // Commands of one entry share its revision: the create's is 20 too.
+                CommandResult::Updated(record(1, 20)),
                 CommandResult::Deleted(1),
                 CommandResult::Batch(vec![CommandResult::NotFound(1)]),
             ])
@@ -403,7 +504,7 @@ mod tests {
 
     #[test]
     fn snapshot_encoding_round_trips() {
-        let students: Students = (1..=100).map(|i| (i, student(i))).collect();
+        let students: Students = (1..=100).map(|i| (i, record(i, i as u64 * 3))).collect();
         let back = decode_students(&encode_students(&students)).expect("decodes");
         assert_eq!(back, students);
     }
@@ -418,10 +519,13 @@ mod tests {
                 .map(|i| {
                     (
                         i,
-                        Student {
-                            id: i,
-                            name: format!("é{i}"),
-                            score: i as f32 / 7.0,
+                        Record {
+                            student: Student {
+                                id: i,
+                                name: format!("é{i}"),
+                                score: i as f32 / 7.0,
+                            },
+                            revision: i as u64,
                         },
                     )
                 })
@@ -433,7 +537,7 @@ mod tests {
                 let backup = sm.backup().expect("small enough");
                 assert_eq!((backup.records(), backup.len), (n as usize, whole.len() as u64));
                 // Writes after the copy do not reach it.
-                sm.write().students.insert(-1, student(-1));
+                sm.write().students.insert(-1, record(-1, 1));
                 let streamed: Vec<u8> = backup.chunks(chunk).flatten().collect();
                 sm.write().students.remove(&-1);
                 assert!(streamed == whole, "{n} records, chunks of {chunk}: bytes differ");
@@ -457,12 +561,18 @@ mod tests {
     #[test]
     fn list_pages_in_id_order() {
         let sm = StateMachineStore::default();
-        sm.write().students = (1..=5).map(|i| (i * 10, student(i * 10))).collect();
+        sm.write().students = (1..=5).map(|i| (i * 10, record(i * 10, 1))).collect();
         let (page, more) = sm.list(None, 2);
-        assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), vec![10, 20]);
+        assert_eq!(
+            page.iter().map(|r| r.student.id).collect::<Vec<_>>(),
+            vec![10, 20]
+        );
         assert!(more);
         let (page, more) = sm.list(Some(20), 10);
-        assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), vec![30, 40, 50]);
+        assert_eq!(
+            page.iter().map(|r| r.student.id).collect::<Vec<_>>(),
+            vec![30, 40, 50]
+        );
         assert!(!more);
     }
 }

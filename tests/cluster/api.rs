@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 
 use super::{env, get_json, post};
-use crate::util::{Cluster, Node, client as http, fresh_ip, json_student, wait_for};
+use crate::util::{Cluster, Node, client as http, fields, fresh_ip, json_student, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_over_rest_and_grpc_on_leader_and_follower() {
@@ -25,12 +25,20 @@ async fn crud_over_rest_and_grpc_on_leader_and_follower() {
     assert_eq!(r.json::<Value>().await.expect("json")["name"], "Grace");
     assert_eq!(post(f, &json_student(2, "Dup", 1.0)).await.status(), 409);
 
-    // Every node answers a linearizable read with the write just acknowledged.
+    // Every node answers a linearizable read with the write just acknowledged, at the
+    // same revision.
+    let mut revisions = Vec::new();
     for n in &c.nodes {
         let (status, body) = get_json(format!("{}/students/2", n.http())).await;
         assert_eq!(status, 200, "{}", n.name);
-        assert_eq!(body, json_student(2, "Grace", 88.0));
+        assert_eq!(fields(&body), json_student(2, "Grace", 88.0));
+        revisions.extend(body["revision"].as_u64());
     }
+    assert_eq!(revisions.len(), 3, "every answer has a revision");
+    assert!(
+        revisions[0] > 0 && revisions.iter().all(|r| *r == revisions[0]),
+        "{revisions:?}"
+    );
     // Update through a follower, delete through the leader.
     let r = http()
         .put(format!("{}/students/1", f.http()))
@@ -104,6 +112,7 @@ async fn crud_over_rest_and_grpc_on_leader_and_follower() {
                 id: 100,
                 name: "Linus".into(),
                 score: 70.0,
+                ..Default::default()
             }),
         })
         .await
@@ -133,7 +142,9 @@ async fn crud_over_rest_and_grpc_on_leader_and_follower() {
                 id: 100,
                 name: "Linus T.".into(),
                 score: 71.5,
+                ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .expect("grpc update")
@@ -164,9 +175,12 @@ async fn crud_over_rest_and_grpc_on_leader_and_follower() {
         .into_inner();
     assert_eq!(page.students.last().map(|s| s.id), Some(100));
     assert!(page.next_page_token.is_empty());
-    g.delete_student(client::DeleteStudentRequest { id: 100 })
-        .await
-        .expect("grpc delete");
+    g.delete_student(client::DeleteStudentRequest {
+        id: 100,
+        ..Default::default()
+    })
+    .await
+    .expect("grpc delete");
     let err = gl
         .get_student(client::GetStudentRequest {
             id: 100,
@@ -182,6 +196,7 @@ async fn crud_over_rest_and_grpc_on_leader_and_follower() {
             id,
             name: name.into(),
             score,
+            ..Default::default()
         }),
     };
     for req in [
@@ -201,7 +216,10 @@ async fn crud_over_rest_and_grpc_on_leader_and_follower() {
         .expect_err("missing");
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = g
-        .delete_student(client::DeleteStudentRequest { id: 999 })
+        .delete_student(client::DeleteStudentRequest {
+            id: 999,
+            ..Default::default()
+        })
         .await
         .expect_err("nf");
     assert_eq!(err.code(), Code::NotFound);
@@ -245,6 +263,8 @@ async fn rest_errors_are_problem_json_with_the_right_status() {
     })
     .await;
     assert_eq!(post(&node, &json_student(7, "Ada", 1.0)).await.status(), 201);
+    let (_, before) = get_json(format!("{}/students/7", node.http())).await;
+    assert_eq!(fields(&before), json_student(7, "Ada", 1.0));
     let raw = |body: &'static str| {
         let url = format!("{}/students", node.http());
         async move {
@@ -301,7 +321,7 @@ async fn rest_errors_are_problem_json_with_the_right_status() {
     }
     // Nothing above changed the record that was there.
     let (_, body) = get_json(format!("{}/students/7", node.http())).await;
-    assert_eq!(body, json_student(7, "Ada", 1.0));
+    assert_eq!(body, before, "same fields, same revision");
     let (_, page) = get_json(format!("{}/students", node.http())).await;
     assert_eq!(page["students"].as_array().map(Vec::len), Some(1));
 }

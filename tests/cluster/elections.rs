@@ -21,6 +21,7 @@ async fn refused_grpc_create(node: &Node, id: i64) -> tonic::Status {
             id,
             name: format!("s{id}"),
             score: 1.0,
+            ..Default::default()
         }),
     })
     .await

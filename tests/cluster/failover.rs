@@ -178,6 +178,7 @@ async fn a_follower_without_leader_refuses_writes_as_not_applied() {
                 id: 10,
                 name: "y".into(),
                 score: 1.0,
+                ..Default::default()
             }),
         })
         .await
@@ -270,6 +271,7 @@ async fn a_forwarded_write_gets_the_client_checks_and_changes_nothing_when_refus
         id,
         name: name.into(),
         score,
+        ..Default::default()
     };
     let write = |op| peer::ClientWriteRequest {
         command: Some(peer::Command { op: Some(op) }),

@@ -259,6 +259,7 @@ async fn the_grpc_port_caps_connections_and_bounds_a_request() {
                 id: 1,
                 name: "Ada".into(),
                 score: 1.0,
+                ..Default::default()
             }),
         })
         .await

@@ -1,7 +1,7 @@
 //! Cluster tests against real processes on loopback. This file: formation (a lone node,
 //! three started together, ordinal 0 waiting for a silent peer) and the helpers the
 //! modules share; [`api`], [`elections`], [`failover`], [`hostile`], [`metrics`], [`durable`], [`k8s`],
-//! [`observability`], [`perf`], [`restore`], [`security`] hold the rest.
+//! [`observability`], [`perf`], [`restore`], [`revisions`], [`security`] hold the rest.
 
 mod api;
 mod durable;
@@ -14,6 +14,7 @@ mod metrics;
 mod observability;
 mod perf;
 mod restore;
+mod revisions;
 mod security;
 mod sts;
 mod tls;

@@ -345,6 +345,7 @@ async fn workload(nodes: &[Node], round: i64) {
             id: 1_000_000 + round * 100 + id,
             name: "g".into(),
             score: 2.0,
+            ..Default::default()
         };
         let _ = g
             .create_student(client::CreateStudentRequest {

@@ -205,6 +205,7 @@ fn write_backup(path: &std::path::Path, n: i64) {
                 id: i,
                 name: format!("s{i}"),
                 score: (i % 100) as f32,
+                ..Default::default()
             })
             .collect(),
     }

@@ -304,6 +304,7 @@ async fn three_nodes_over_mutual_tls_serve_https_and_grpc_to_token_holders_by_ro
                 id,
                 name: "Cy".into(),
                 score: 10.0,
+                ..Default::default()
             }),
         };
         match token {

@@ -329,3 +329,12 @@ pub fn voter_ids(info: &Value) -> Vec<u64> {
 pub fn json_student(id: i64, name: &str, score: f32) -> Value {
     serde_json::json!({"id": id, "name": name, "score": score})
 }
+
+/// A record as the API answers it, without its `revision`: the fields a client wrote.
+pub fn fields(record: &Value) -> Value {
+    let mut r = record.clone();
+    if let Some(o) = r.as_object_mut() {
+        o.remove("revision");
+    }
+    r
+}
