@@ -40,7 +40,7 @@ pub mod store;
 pub mod telemetry;
 
 pub use api::grpc::StudentGrpc;
-pub use api::rest::router;
+pub use api::rest::{openapi_json, router};
 pub use model::{Command, CommandResult, Student};
 pub use node::{ClusterInfo, Consistency, NodeError, RaftNode};
 

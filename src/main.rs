@@ -36,6 +36,9 @@ enum Cmd {
     Certs(CertsArgs),
     /// Print a new bearer token and the line that grants it a role in auth.tokens_file.
     Token(TokenArgs),
+    /// Print the REST API's OpenAPI 3.1 document (what GET /openapi.json serves).
+    #[command(after_help = "Example: openraft-memory openapi > api/openapi.json")]
+    Openapi,
 }
 
 #[derive(Args, Debug)]
@@ -322,6 +325,10 @@ fn main() -> ExitCode {
         Some(Cmd::Bench(b)) => return with_runtime(default_runtime(), run_bench(&b)),
         Some(Cmd::Certs(c)) => return run_certs(&c),
         Some(Cmd::Token(t)) => return run_token(&t),
+        Some(Cmd::Openapi) => {
+            println!("{}", openraft_memory::openapi_json());
+            return ExitCode::SUCCESS;
+        }
         None => cli.serve,
     };
     let settings = match Settings::load(Sources {

@@ -15,26 +15,30 @@ pub const MAX_COMMAND_BYTES: usize = 4 * MAX_NAME_CHARS + 64;
 pub const MAX_SCORE: f32 = 100.0;
 
 /// A student record: the value this store replicates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Student {
     /// Primary key, at least 1.
+    #[schema(minimum = 1, example = 1)]
     pub id: i64,
     /// Display name, 1–256 characters, stored trimmed.
+    #[schema(example = "Ada")]
     pub name: String,
     /// A finite score between 0 and 100.
+    #[schema(minimum = 0, maximum = 100, example = 91.5)]
     pub score: f32,
 }
 
 /// A stored record: the student and its revision, the log index of the entry that last
 /// changed it. Revisions only grow, so a client that read revision `r` can ask a write to
 /// apply only if nothing changed the record since (`If-Match`, `expected_revision`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Record {
     /// The record's fields.
     #[serde(flatten)]
     pub student: Student,
     /// The log index that last created or replaced it (0: restored from a backup taken
     /// before revisions existed).
+    #[schema(example = 42)]
     pub revision: u64,
 }
 

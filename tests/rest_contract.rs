@@ -345,3 +345,60 @@ async fn custom_methods_do_not_create_metric_series() {
         "custom methods are counted as `other`"
     );
 }
+
+/// The committed contract, `api/openapi.json`, is what the code generates and what a node
+/// serves: a change to a route, a schema or an error that is not committed there fails here.
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let server = node(false).await;
+    let app = router(server.node().clone());
+    let req = Request::builder()
+        .uri("/openapi.json")
+        .body(Body::empty())
+        .expect("request");
+    let resp = app.oneshot(req).await.expect("the router answers");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let served = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(
+        std::str::from_utf8(&served).ok(),
+        Some(openraft_memory::openapi_json())
+    );
+    let committed = include_str!("../api/openapi.json");
+    assert!(
+        committed.trim_end() == openraft_memory::openapi_json(),
+        "api/openapi.json is out of date: regenerate it with \
+         `cargo run -q -- openapi > api/openapi.json` and commit it"
+    );
+    let doc: Value = serde_json::from_slice(&served).expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    // Every route the router serves is in it, with the problem answers it can give.
+    for (path, method) in [
+        ("/students", "post"),
+        ("/students", "get"),
+        ("/students/{id}", "get"),
+        ("/students/{id}", "put"),
+        ("/students/{id}", "delete"),
+        ("/cluster", "get"),
+        ("/cluster/snapshot", "get"),
+        ("/cluster/members", "post"),
+        ("/cluster/members/{id}", "delete"),
+        ("/livez", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is undocumented"
+        );
+    }
+    let put = &doc["paths"]["/students/{id}"]["put"]["responses"];
+    for code in ["200", "400", "404", "412", "503"] {
+        assert!(
+            put[code].is_object(),
+            "PUT /students/{{id}} does not document {code}"
+        );
+    }
+    assert!(put["412"]["content"]["application/problem+json"].is_object());
+}

@@ -23,7 +23,8 @@ use crate::security::auth::{Denied, Policy, Role, authorize};
 /// The role a REST route needs (`None`: anyone).
 fn rest_role(method: &Method, route: Option<&str>, anonymous_metrics: bool) -> Option<Role> {
     match route {
-        Some("/livez" | "/readyz") => None,
+        // The API contract is public, like the probes: it holds no data.
+        Some("/livez" | "/readyz" | "/openapi.json") => None,
         Some("/metrics") if anonymous_metrics => None,
         Some("/metrics") => Some(Role::Metrics),
         Some(r) if r.starts_with("/cluster/members") || r == "/cluster/snapshot" => Some(Role::Admin),

@@ -50,7 +50,7 @@ pub enum ApiError {
 }
 
 /// An RFC 9457 problem details object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI reference naming the problem type.
     #[serde(rename = "type")]
@@ -73,7 +73,7 @@ pub struct Problem {
 }
 
 /// The leader a `no-leader` answer believes in.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LeaderHint {
     /// Its Raft node id.
     pub id: crate::NodeId,

@@ -38,7 +38,7 @@ pub struct NodeStatus {
 }
 
 /// A snapshot of membership and progress, for `GET /cluster`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ClusterInfo {
     /// This node.
     pub node: NodeInfo,
@@ -56,7 +56,7 @@ pub struct ClusterInfo {
 }
 
 /// This node's identity and role.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     /// Raft node id.
     pub id: NodeId,
@@ -71,7 +71,7 @@ pub struct NodeInfo {
 }
 
 /// A member in `GET /cluster`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MemberInfo {
     /// Raft node id.
     pub id: NodeId,
@@ -82,7 +82,7 @@ pub struct MemberInfo {
 }
 
 /// Log progress.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Indexes {
     /// Last log index on this node.
     pub last_log: Option<u64>,
