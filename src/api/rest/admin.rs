@@ -21,8 +21,7 @@ pub(super) const TAG: &str = "cluster";
     get, path = "/cluster", tag = TAG,
     responses(
         (status = 200, description = "This node, the leader, the members, log indexes and the store's revision", body = ClusterInfo),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this (these routes need `admin`)", body = Problem, content_type = "application/problem+json"),
+        super::Refused,
     ),
 )]
 pub(super) async fn cluster(State(node): State<RaftNode>) -> Json<ClusterInfo> {
@@ -38,8 +37,7 @@ pub(super) async fn cluster(State(node): State<RaftNode>) -> Json<ClusterInfo> {
         (status = 200, description = "The backup file, streamed", content_type = "application/octet-stream", body = String,
          headers(("x-openraft-memory-records" = u64, description = "How many records it holds"))),
         (status = 500, description = "The backup could not be taken (the log says why)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this (these routes need `admin`)", body = Problem, content_type = "application/problem+json"),
+        super::Refused,
         (status = 503, description = "No leader confirmed the read point the backup starts from; retryable", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -109,10 +107,8 @@ pub(super) struct AddMemberBody {
         (status = 200, description = "The node is a voter; the cluster as it is now", body = ClusterInfo),
         (status = 400, description = "Bad JSON, an unknown or missing field, or an empty name or address", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Refused: another membership change is in progress, or it would break the cluster; retryable", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than `http.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this (these routes need `admin`)", body = Problem, content_type = "application/problem+json"),
+        super::BodyRefused,
+        super::Refused,
         (status = 503, description = "No leader, or the node did not catch up in time; retryable", body = Problem, content_type = "application/problem+json"),
     ),
 )]
@@ -143,8 +139,7 @@ pub(super) async fn add_member(
         (status = 400, description = "The id is not an unsigned integer", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No member has this id", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Refused: another membership change is in progress, or too few voters would remain", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this (these routes need `admin`)", body = Problem, content_type = "application/problem+json"),
+        super::Refused,
         (status = 503, description = "No leader; retryable", body = Problem, content_type = "application/problem+json"),
     ),
 )]

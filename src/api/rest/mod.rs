@@ -68,6 +68,40 @@ impl Modify for BearerToken {
     }
 }
 
+/// The refusals of authorization, which any route but the probes can answer once tokens
+/// are configured (`security.tokens_file`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only the document uses it: answers are built by `ApiError`.
+enum Refused {
+    /// A token is required (tokens are configured) and none or an unknown one was sent
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthenticated(Problem),
+    /// The token's role may not do this (the README's role table says which role each route needs)
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+}
+
+/// The retryable 503 of every route that needs the leader.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only the document uses it.
+enum Unavailable {
+    /// No leader is reachable, the write was not committed within `raft.write_timeout` (it may or may not be applied), or the node is overloaded; `retryable` is true and `Retry-After` is set
+    #[response(status = 503, content_type = "application/problem+json")]
+    NoLeader(Problem),
+}
+
+/// The refusals of a JSON body before it is parsed.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only the document uses it.
+enum BodyRefused {
+    /// The body is larger than `http.max_body_bytes`
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not `application/json`
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
+}
+
 /// Every documented route, with its OpenAPI entry.
 fn routes() -> OpenApiRouter<RaftNode> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -138,11 +138,9 @@ fn if_match(headers: &axum::http::HeaderMap) -> Result<Option<u64>, ApiError> {
         (status = 201, description = "Created; `Location` names it", body = Record, headers(("Location" = String, description = "`/students/<id>`"), ("ETag" = String, description = "The record's revision, quoted: send it back as `If-Match`"))),
         (status = 400, description = "Bad JSON, an unknown or missing field, or a field out of range", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A record with this id exists", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than `http.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No leader is reachable, the write was not committed within `raft.write_timeout` (it may or may not be applied), or the node is overloaded; `retryable` is true and `Retry-After` is set", body = Problem, content_type = "application/problem+json"),
+        super::BodyRefused,
+        super::Refused,
+        super::Unavailable,
     ),
 )]
 #[tracing::instrument(skip_all, fields(id = body.id))]
@@ -172,9 +170,8 @@ pub(super) async fn create_student(
         (status = 200, description = "The record", body = Record, headers(("ETag" = String, description = "The record's revision, quoted: send it back as `If-Match`"))),
         (status = 400, description = "The id is not an integer of at least 1, or an unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No record has this id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No leader is reachable, the write was not committed within `raft.write_timeout` (it may or may not be applied), or the node is overloaded; `retryable` is true and `Retry-After` is set", body = Problem, content_type = "application/problem+json"),
+        super::Refused,
+        super::Unavailable,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -199,11 +196,9 @@ pub(super) async fn get_student(
         (status = 400, description = "Bad JSON, an unknown field, a field out of range, or an `If-Match` that is not one strong tag or `*`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No record has this id", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` named another revision (`current_revision` says which) or the record does not exist; nothing changed", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than `http.max_body_bytes`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No leader is reachable, the write was not committed within `raft.write_timeout` (it may or may not be applied), or the node is overloaded; `retryable` is true and `Retry-After` is set", body = Problem, content_type = "application/problem+json"),
+        super::BodyRefused,
+        super::Refused,
+        super::Unavailable,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -231,9 +226,8 @@ pub(super) async fn update_student(
         (status = 400, description = "The id is not an integer of at least 1, or a malformed `If-Match`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No record has this id", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` named another revision or the record does not exist; nothing changed", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No leader is reachable, the write was not committed within `raft.write_timeout` (it may or may not be applied), or the node is overloaded; `retryable` is true and `Retry-After` is set", body = Problem, content_type = "application/problem+json"),
+        super::Refused,
+        super::Unavailable,
     ),
 )]
 #[tracing::instrument(skip_all)]
@@ -254,9 +248,8 @@ pub(super) async fn delete_student(
     responses(
         (status = 200, description = "A page of records in id order", body = ListBody),
         (status = 400, description = "`limit` outside 1-1000, a non-integer `after`, or an unknown query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "A token is required (tokens are configured) and none or an unknown one was sent", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The token's role may not do this", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "No leader is reachable, the write was not committed within `raft.write_timeout` (it may or may not be applied), or the node is overloaded; `retryable` is true and `Retry-After` is set", body = Problem, content_type = "application/problem+json"),
+        super::Refused,
+        super::Unavailable,
     ),
 )]
 #[tracing::instrument(skip_all)]
