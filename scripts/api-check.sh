@@ -43,13 +43,15 @@ echo "== schemathesis ($examples examples per operation)"
 # not_a_server_error is left out because status_code_conformance already fails any status,
 # 5xx included, that the operation does not document, while the documented 503 (no leader,
 # not committed in time) is a correct answer.
+# GET /students/watch is left out: a watch is an endless stream, so every example would
+# wait out the request timeout; tests/cluster/watch.rs covers it, bad input included.
 # positive_data_acceptance is left out: JSON Schema cannot say "not blank after trimming",
 # so a schema-valid name of spaces is rightly refused with 400.
 status=0
 schemathesis run "http://127.0.0.1:$port/openapi.json" \
   --checks all \
   --exclude-checks not_a_server_error,positive_data_acceptance \
-  --exclude-operation-id add_member \
+  --exclude-operation-id add_member --exclude-operation-id watch_students \
   --max-examples "$examples" --seed 1 --workers 1 \
   --request-timeout 10 --warnings off \
   --report-dir "$work/report" || status=$?

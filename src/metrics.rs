@@ -86,6 +86,12 @@ pub struct Metrics {
     pub tls_handshake_failures_total: IntCounterVec,
     /// Requests refused by authorization, by port and reason.
     pub auth_denied_total: IntCounterVec,
+    /// Open watch streams, by API (`rest`, `grpc`).
+    pub watchers: IntGaugeVec,
+    /// Changes sent to watchers, by API.
+    pub watch_events_sent_total: IntCounterVec,
+    /// Watch streams this node ended, by reason (`fell_behind`, `shutdown`).
+    pub watchers_cut_off_total: IntCounterVec,
 }
 
 impl crate::security::Observer for Metrics {
@@ -348,6 +354,19 @@ impl Metrics {
                 "auth_denied_total",
                 "Requests refused by authorization, by port (rest, grpc, peer) and reason",
                 &["port", "reason"],
+            ),
+            watchers: gauge_vec(r, "watchers", "Open watch streams, by API (rest, grpc)", &["api"]),
+            watch_events_sent_total: counter_vec(
+                r,
+                "watch_events_sent_total",
+                "Record changes sent to watchers, by API (rest, grpc)",
+                &["api"],
+            ),
+            watchers_cut_off_total: counter_vec(
+                r,
+                "watchers_cut_off_total",
+                "Watch streams ended by this node, by reason (fell_behind: the history dropped changes the watcher had not read; shutdown)",
+                &["reason"],
             ),
             registry,
         }

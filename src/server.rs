@@ -176,6 +176,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
             (id, log_store, sm, Some(dir))
         }
     };
+    sm.watch_hub().set_capacity(settings.watch.history);
     let discovery = Discovery::from_settings(&settings, &member.addr).map_err(ServerError::Discovery)?;
     let security = Security::load(
         settings.tls.clone(),
@@ -350,6 +351,8 @@ impl Server {
 
         crate::cluster::hand_over_leadership(&node, deadline / 2).await;
 
+        // Watch streams never end by themselves: the drain below would wait for them.
+        node.state_machine().watch_hub().close();
         let _ = stop_clients_tx.send(true);
         let remaining = deadline.saturating_sub(started.elapsed());
         let drained = tokio::time::timeout(remaining, async {

@@ -42,7 +42,9 @@ fn grpc_role(path: &str) -> Option<Role> {
     match service {
         "grpc.health.v1.Health" => None,
         s if s.starts_with("grpc.reflection.") => Some(Role::Admin),
-        "openraft_memory.v1.StudentService" if matches!(method, "GetStudent" | "ListStudents") => {
+        "openraft_memory.v1.StudentService"
+            if matches!(method, "GetStudent" | "ListStudents" | "WatchStudents") =>
+        {
             Some(Role::Read)
         }
         _ => Some(Role::Write),
@@ -211,6 +213,8 @@ mod tests {
         );
         assert_eq!(rest_role(get, Some("/cluster/snapshot"), true), Some(Role::Admin));
         assert_eq!(rest_role(get, Some("/cluster"), true), Some(Role::Read));
+        assert_eq!(rest_role(get, Some("/students/watch"), true), Some(Role::Read));
+        assert_eq!(rest_role(get, Some("/openapi.json"), false), None);
         assert_eq!(rest_role(get, None, true), Some(Role::Read));
         assert_eq!(grpc_role("/grpc.health.v1.Health/Check"), None);
         assert_eq!(
@@ -219,6 +223,10 @@ mod tests {
         );
         assert_eq!(
             grpc_role("/openraft_memory.v1.StudentService/ListStudents"),
+            Some(Role::Read)
+        );
+        assert_eq!(
+            grpc_role("/openraft_memory.v1.StudentService/WatchStudents"),
             Some(Role::Read)
         );
         assert_eq!(

@@ -70,6 +70,9 @@ pub struct Problem {
     /// On `precondition-failed`: the record's revision now (absent when it does not exist).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_revision: Option<u64>,
+    /// On `compacted`: the oldest revision a watch can start from on this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_revision: Option<u64>,
 }
 
 /// The leader a `no-leader` answer believes in.
@@ -83,6 +86,7 @@ pub struct LeaderHint {
 
 impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str, bool) {
+        use crate::store::watch::WatchError as W;
         use NodeError as N;
         match self {
             ApiError::Validation(_) => (StatusCode::BAD_REQUEST, "invalid-field", "Invalid field", false),
@@ -144,6 +148,15 @@ impl ApiError {
             ApiError::Node(N::Overloaded(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", true)
             }
+            ApiError::Node(N::Watch(W::Compacted { .. } | W::FellBehind { .. })) => {
+                (StatusCode::GONE, "compacted", "Revision compacted", false)
+            }
+            ApiError::Node(N::Watch(W::Closed { .. })) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting-down",
+                "Node shutting down",
+                true,
+            ),
             ApiError::Node(N::Internal(_)) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -176,6 +189,17 @@ impl ApiError {
                 ApiError::PreconditionFailed { current, .. } => *current,
                 _ => None,
             },
+            oldest_revision: self.oldest_revision(),
+        }
+    }
+
+    fn oldest_revision(&self) -> Option<u64> {
+        use crate::store::watch::WatchError as W;
+        match self {
+            ApiError::Node(NodeError::Watch(W::Compacted { oldest, .. } | W::FellBehind { oldest, .. })) => {
+                Some(*oldest)
+            }
+            _ => None,
         }
     }
 }
@@ -245,6 +269,14 @@ impl From<ApiError> for tonic::Status {
             ApiError::Node(N::Membership(_)) => Code::FailedPrecondition,
             // Refused before proposing: RESOURCE_EXHAUSTED says "back off", and nothing applied.
             ApiError::Node(N::Overloaded(_)) => Code::ResourceExhausted,
+            ApiError::Node(N::Watch(crate::store::watch::WatchError::Closed { .. })) => Code::Unavailable,
+            ApiError::Node(N::Watch(_)) => {
+                let mut status = tonic::Status::out_of_range(e.to_string());
+                if let Some(rev) = e.oldest_revision() {
+                    status.metadata_mut().insert("oldest-revision", rev.into());
+                }
+                return status;
+            }
             ApiError::Node(N::Internal(_)) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())

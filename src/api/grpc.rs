@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
@@ -11,6 +12,7 @@ use crate::model::{Command, Record, Student, validate_id};
 use crate::node::{Consistency, RaftNode};
 use crate::pb::client;
 use crate::pb::client::student_service_server::StudentService;
+use crate::store::watch::{Change, WatchEvent};
 
 /// The `StudentService` implementation for one node.
 #[derive(Clone)]
@@ -108,8 +110,66 @@ fn internal(what: &str) -> ApiError {
     )))
 }
 
+/// One watch item as a `WatchResponse`, or the status that ends the stream.
+fn watch_response(item: Result<WatchEvent, crate::node::NodeError>) -> Result<client::WatchResponse, Status> {
+    match item {
+        Ok(WatchEvent::Changes(c)) => Ok(client::WatchResponse {
+            revision: c.revision,
+            events: c
+                .changes
+                .iter()
+                .map(|ch| {
+                    let (kind, record) = match ch {
+                        Change::Put(r) => (client::EventType::Put, r),
+                        Change::Delete(r) => (client::EventType::Delete, r),
+                    };
+                    client::WatchEvent {
+                        r#type: kind.into(),
+                        student: Some(record.clone().into()),
+                    }
+                })
+                .collect(),
+        }),
+        Ok(WatchEvent::Progress(revision)) => Ok(client::WatchResponse {
+            revision,
+            events: Vec::new(),
+        }),
+        Err(e) => Err(ApiError::Node(e).into()),
+    }
+}
+
+/// The stream `WatchStudents` answers with.
+type WatchStream = std::pin::Pin<Box<dyn Stream<Item = Result<client::WatchResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl StudentService for StudentGrpc {
+    type WatchStudentsStream = WatchStream;
+
+    /// Not `measured`: the call lasts as long as the watch, so only its start is counted.
+    #[tracing::instrument(skip_all)]
+    async fn watch_students(
+        &self,
+        request: Request<client::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let req = request.into_inner();
+        let started = (|| {
+            if let Some(id) = req.id {
+                validate_id(id)?;
+            }
+            Ok::<_, ApiError>(self.node.watch(req.start_revision, req.id)?)
+        })()
+        .map_err(Status::from);
+        let code = started.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.node
+            .metrics()
+            .grpc_requests_total
+            .with_label_values(&["WatchStudents", code_name(code)])
+            .inc();
+        let watcher = started?;
+        let stream = super::watch::metered(self.node.metrics(), watcher, "grpc").map(watch_response);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn create_student(
         &self,
@@ -211,7 +271,7 @@ impl StudentService for StudentGrpc {
                     ))
                 })?)
             };
-            let (students, more) = self
+            let (students, more, revision) = self
                 .node
                 .list(after, limit, consistency(req.consistency)?)
                 .await?;
@@ -222,6 +282,7 @@ impl StudentService for StudentGrpc {
             Ok(Response::new(client::ListStudentsResponse {
                 students: students.into_iter().map(Into::into).collect(),
                 next_page_token,
+                revision,
             }))
         })
         .await

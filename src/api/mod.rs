@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod listen;
 pub mod peer;
 pub mod rest;
+mod watch;
 
 /// Default page size of list calls.
 pub const DEFAULT_PAGE_SIZE: usize = 100;

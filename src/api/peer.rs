@@ -484,6 +484,8 @@ fn error_to_status(e: NodeError) -> Status {
         NodeError::UnknownMember(id) => Status::not_found(format!("no member with id {id}")),
         NodeError::Overloaded(m) => Status::resource_exhausted(m),
         NodeError::Internal(m) => Status::internal(m),
+        // Watches are served by each node itself; no peer call yields this.
+        e @ NodeError::Watch(_) => Status::out_of_range(e.to_string()),
     }
 }
 

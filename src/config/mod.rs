@@ -73,6 +73,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// Authorization on the client ports.
     pub auth: AuthSettings,
+    /// Watch streams.
+    pub watch: WatchSettings,
     /// What loading noticed but did not refuse (look-alike environment variables), for the
     /// log once logging is set up.
     #[serde(skip)]
@@ -330,6 +332,19 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// Watch stream settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchSettings {
+    /// Changes kept for watchers to start or resume from.
+    pub history: usize,
+    /// An idle watcher is told the current revision this often.
+    #[serde(deserialize_with = "parse::duration")]
+    pub progress_interval: Duration,
+    /// Open watch streams at most, over REST and gRPC.
+    pub max_watchers: usize,
+}
+
 /// Graceful shutdown settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -473,6 +488,12 @@ impl Settings {
         }
         if r.max_queued_reads == 0 {
             return invalid("raft.max_queued_reads", "must be at least 1");
+        }
+        if self.watch.history == 0 {
+            return invalid("watch.history", "must be at least 1 (changes kept for watchers)");
+        }
+        if self.watch.progress_interval < Duration::from_millis(10) {
+            return invalid("watch.progress_interval", "must be at least 10ms");
         }
         if self.http.header_read_timeout.is_zero() {
             return invalid("http.header_read_timeout", "must be greater than zero");

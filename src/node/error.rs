@@ -36,6 +36,9 @@ pub enum NodeError {
     /// No member has this id.
     #[error("no member with id {0}")]
     UnknownMember(NodeId),
+    /// A watch cannot start or go on (compacted, fell behind, shutting down).
+    #[error(transparent)]
+    Watch(#[from] crate::store::watch::WatchError),
     /// Something that should not happen (a Raft fatal error, a malformed peer answer).
     #[error("internal error: {0}")]
     Internal(String),

@@ -1,5 +1,6 @@
 //! Linearizable reads: a read point confirmed by the leader lease or a heartbeat round,
-//! shared by concurrent readers, then a wait until this node has applied it.
+//! shared by concurrent readers, then a wait until this node has applied it; and the
+//! admission of watch streams, which read the applied log's changes.
 
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use openraft::error::RaftError;
 use super::leader::{Target, route_to_leader};
 use super::{NodeError, RaftNode};
 use crate::model::Record;
+use crate::store::watch::{WatchError, Watcher};
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -178,10 +180,32 @@ impl RaftNode {
         after: Option<i64>,
         limit: usize,
         consistency: Consistency,
-    ) -> Result<(Vec<Record>, bool), NodeError> {
+    ) -> Result<(Vec<Record>, bool, u64), NodeError> {
         if consistency == Consistency::Linearizable {
             self.read_barrier().await?;
         }
         Ok(self.inner.sm.list(after, limit))
+    }
+
+    /// A watch of the changes from revision `from` on (0: from the next one applied), of
+    /// the record `id` only if given. Served from this node's own applied log, so any node
+    /// can serve it; refused while `watch.max_watchers` are open or the node shuts down.
+    pub fn watch(&self, from: u64, id: Option<i64>) -> Result<Watcher, NodeError> {
+        let settings = &self.settings().watch;
+        let hub = self.inner.sm.watch_hub();
+        if self.is_shutting_down() {
+            return Err(WatchError::Closed { next: from }.into());
+        }
+        if hub.watchers() >= settings.max_watchers {
+            self.metrics()
+                .rejected_total
+                .with_label_values(&["watchers"])
+                .inc();
+            return Err(NodeError::Overloaded(format!(
+                "{} watch streams are open, as many as `watch.max_watchers` allows; retry later or on another node",
+                hub.watchers()
+            )));
+        }
+        Ok(hub.watch(from, id, settings.progress_interval)?)
     }
 }

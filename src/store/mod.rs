@@ -13,6 +13,7 @@ mod backup;
 pub mod disk;
 mod log_store;
 mod state_machine;
+pub mod watch;
 
 pub use backup::{Backup, check_snapshot_data, read_backup};
 pub use log_store::LogStore;

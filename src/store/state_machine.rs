@@ -14,6 +14,7 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
 
 use super::backup::{Backup, backup_meta, decode_students, encode_record, encode_students};
 use super::disk::{self, DiskError};
+use super::watch::{Change, Changes, WatchHub};
 use crate::model::{Command, CommandResult, Record};
 use crate::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
@@ -37,14 +38,16 @@ pub struct StateMachineData {
 impl StateMachineData {
     /// Applies one command of the entry at log index `revision`; deterministic, so every
     /// replica reaches the same outcome. The revision check happens here, in log order, so
-    /// a conditional write is exactly as linearizable as any other.
-    fn apply_command(&mut self, cmd: Command, revision: u64) -> CommandResult {
+    /// a conditional write is exactly as linearizable as any other. What it changed is
+    /// appended to `changes`, for watchers.
+    fn apply_command(&mut self, cmd: Command, revision: u64, changes: &mut Vec<Change>) -> CommandResult {
         match cmd {
             Command::Create(student) => match self.students.entry(student.id) {
                 imbl::ordmap::Entry::Occupied(_) => CommandResult::AlreadyExists(student.id),
                 imbl::ordmap::Entry::Vacant(slot) => {
                     let record = Record { student, revision };
                     slot.insert(record.clone());
+                    changes.push(Change::Put(record.clone()));
                     CommandResult::Created(record)
                 }
             },
@@ -59,6 +62,7 @@ impl StateMachineData {
                     }
                     Some(slot) => {
                         *slot = Record { student, revision };
+                        changes.push(Change::Put(slot.clone()));
                         CommandResult::Updated(slot.clone())
                     }
                     None if expected.is_some() => CommandResult::RevisionMismatch { id, current: None },
@@ -71,7 +75,9 @@ impl StateMachineData {
                     current: Some(r.revision),
                 },
                 (Some(_), _) => {
-                    self.students.remove(&id);
+                    if let Some(gone) = self.students.remove(&id) {
+                        changes.push(Change::Delete(gone));
+                    }
                     CommandResult::Deleted(id)
                 }
                 (None, Some(_)) => CommandResult::RevisionMismatch { id, current: None },
@@ -79,7 +85,7 @@ impl StateMachineData {
             },
             Command::Batch(cmds) => CommandResult::Batch(
                 cmds.into_iter()
-                    .map(|c| self.apply_command(c, revision))
+                    .map(|c| self.apply_command(c, revision, changes))
                     .collect(),
             ),
         }
@@ -104,6 +110,8 @@ struct Shared {
     /// concurrently with an install never replaces a newer one (the log is purged up to
     /// the newer one, and an older file would leave a gap after a restart).
     persisted: tokio::sync::Mutex<Option<LogId>>,
+    /// The recent changes, for watchers.
+    hub: Arc<WatchHub>,
 }
 
 /// The state machine store. Clones share state: the API keeps one to read records while
@@ -131,6 +139,8 @@ impl StateMachineStore {
                 records = data.students.len(), "loaded the snapshot");
             current = Some(StoredSnapshot { meta, data: bytes });
         }
+        let hub = Arc::new(WatchHub::default());
+        hub.reset(data.last_applied.map_or(0, |l| l.index));
         let persisted = current.as_ref().and_then(|c: &StoredSnapshot| c.meta.last_log_id);
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
@@ -139,6 +149,7 @@ impl StateMachineStore {
                 snapshot_seq: AtomicU64::new(0),
                 persisted: tokio::sync::Mutex::new(persisted),
                 snapshot_file: Some(snapshot_file),
+                hub,
             }),
         })
     }
@@ -224,14 +235,21 @@ impl StateMachineStore {
         self.read().students.get(&id).cloned()
     }
 
-    /// Up to `limit` records with ids greater than `after`, in id order, and whether more follow.
-    pub fn list(&self, after: Option<i64>, limit: usize) -> (Vec<Record>, bool) {
+    /// Up to `limit` records with ids greater than `after`, in id order, whether more
+    /// follow, and the revision they were read at.
+    pub fn list(&self, after: Option<i64>, limit: usize) -> (Vec<Record>, bool, u64) {
         let data = self.read();
+        let revision = data.last_applied.map_or(0, |l| l.index);
         let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
         let mut iter = data.students.range((start, std::ops::Bound::Unbounded));
         let page: Vec<Record> = iter.by_ref().take(limit).map(|(_, s)| s.clone()).collect();
         let more = iter.next().is_some();
-        (page, more)
+        (page, more, revision)
+    }
+
+    /// The change history that watch streams read.
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.shared.hub
     }
 
     /// The store's revision: the last log index applied (0 before the first).
@@ -317,17 +335,31 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut data = self.write();
         let entries = entries.into_iter();
         let mut results = Vec::with_capacity(entries.size_hint().0);
+        let mut groups = Vec::new();
         for entry in entries {
             data.last_applied = Some(entry.log_id);
             let result = match entry.payload {
                 EntryPayload::Blank => None,
-                EntryPayload::Normal(cmd) => Some(data.apply_command(cmd, entry.log_id.index)),
+                EntryPayload::Normal(cmd) => {
+                    let revision = entry.log_id.index;
+                    let mut changes = Vec::new();
+                    let result = data.apply_command(cmd, revision, &mut changes);
+                    if !changes.is_empty() {
+                        groups.push(Changes { revision, changes });
+                    }
+                    Some(result)
+                }
                 EntryPayload::Membership(m) => {
                     data.last_membership = StoredMembership::new(Some(entry.log_id), m);
                     None
                 }
             };
             results.push(result);
+        }
+        // Published under the data lock: a list never reports a revision whose changes a
+        // watcher started from it could miss.
+        if let Some(last) = data.last_applied {
+            self.shared.hub.publish(groups, last.index);
         }
         Ok(results)
     }
@@ -360,6 +392,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data.last_applied = meta.last_log_id;
             data.last_membership = meta.last_membership.clone();
             data.students = students;
+            self.shared.hub.reset(meta.last_log_id.map_or(0, |l| l.index));
         }
         self.offer_snapshot(StoredSnapshot {
             meta: meta.clone(),
@@ -377,202 +410,5 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Student;
-    use crate::store::read_backup;
-
-    fn student(id: i64) -> Student {
-        Student {
-            id,
-            name: format!("s{id}"),
-            score: 50.0,
-        }
-    }
-
-    fn record(id: i64, revision: u64) -> Record {
-        Record {
-            student: student(id),
-            revision,
-        }
-    }
-
-    #[test]
-    fn commands_have_deterministic_outcomes() {
-        let mut d = StateMachineData::default();
-        assert_eq!(
-            d.apply_command(Command::Create(student(1)), 3),
-            CommandResult::Created(record(1, 3))
-        );
-        assert_eq!(
-            d.apply_command(Command::Create(student(1)), 4),
-            CommandResult::AlreadyExists(1)
-        );
-        assert_eq!(d.students[&1].revision, 3, "a refused create leaves the revision");
-        assert_eq!(
-            d.apply_command(Command::update(student(2)), 5),
-            CommandResult::NotFound(2)
-        );
-        assert_eq!(
-            d.apply_command(Command::update(student(1)), 6),
-            CommandResult::Updated(record(1, 6))
-        );
-        assert_eq!(d.apply_command(Command::delete(1), 7), CommandResult::Deleted(1));
-        assert_eq!(d.apply_command(Command::delete(1), 8), CommandResult::NotFound(1));
-    }
-
-    #[test]
-    fn conditional_writes_apply_only_at_the_expected_revision() {
-        let mut d = StateMachineData::default();
-        d.apply_command(Command::Create(student(1)), 10);
-        let update_if = |expected| Command::Update {
-            student: Student {
-                score: 99.0,
-                ..student(1)
-            },
-            expected: Some(expected),
-        };
-        assert_eq!(
-            d.apply_command(update_if(9), 11),
-            CommandResult::RevisionMismatch {
-                id: 1,
-                current: Some(10)
-            }
-        );
-        assert_eq!(d.students[&1], record(1, 10), "a mismatch changes nothing");
-        let CommandResult::Updated(r) = d.apply_command(update_if(10), 12) else {
-            panic!("the expected revision applies");
-        };
-        assert_eq!((r.revision, r.student.score), (12, 99.0));
-        // The same condition again is stale now: a lost update cannot happen.
-        assert!(matches!(
-            d.apply_command(update_if(10), 13),
-            CommandResult::RevisionMismatch {
-                current: Some(12),
-                ..
-            }
-        ));
-        let delete_if = |expected| Command::Delete {
-            id: 1,
-            expected: Some(expected),
-        };
-        assert!(matches!(
-            d.apply_command(delete_if(10), 14),
-            CommandResult::RevisionMismatch {
-                current: Some(12),
-                ..
-            }
-        ));
-        assert_eq!(d.apply_command(delete_if(12), 15), CommandResult::Deleted(1));
-        // No record: no revision can match, and it says so rather than "not found".
-        assert_eq!(
-            d.apply_command(delete_if(12), 16),
-            CommandResult::RevisionMismatch { id: 1, current: None }
-        );
-        assert_eq!(
-            d.apply_command(update_if(12), 17),
-            CommandResult::RevisionMismatch { id: 1, current: None }
-        );
-    }
-
-    #[test]
-    fn a_batch_applies_in_order_with_one_outcome_each() {
-        let mut d = StateMachineData::default();
-        let batch = Command::Batch(vec![
-            Command::Create(student(1)),
-            Command::Create(student(1)),
-            Command::Update {
-                student: student(1),
-                expected: Some(20),
-            },
-            Command::delete(1),
-            Command::Batch(vec![Command::delete(1)]),
-        ]);
-        assert_eq!(
-            d.apply_command(batch, 20),
-            CommandResult::Batch(vec![
-                CommandResult::Created(record(1, 20)),
-                CommandResult::AlreadyExists(1),
-                // Commands of one entry share its revision: the create's is 20 too.
-                CommandResult::Updated(record(1, 20)),
-                CommandResult::Deleted(1),
-                CommandResult::Batch(vec![CommandResult::NotFound(1)]),
-            ])
-        );
-        assert!(d.students.is_empty());
-    }
-
-    #[test]
-    fn snapshot_encoding_round_trips() {
-        let students: Students = (1..=100).map(|i| (i, record(i, i as u64 * 3))).collect();
-        let back = decode_students(&encode_students(&students)).expect("decodes");
-        assert_eq!(back, students);
-    }
-
-    /// The streamed backup is byte for byte the snapshot file of the same state, whatever
-    /// the chunk size, and reads back as the records it was taken from.
-    #[test]
-    fn a_streamed_backup_is_the_snapshot_file_of_its_state() {
-        for n in [0, 1, 2_500] {
-            let sm = StateMachineStore::default();
-            let students: Students = (1..=n)
-                .map(|i| {
-                    (
-                        i,
-                        Record {
-                            student: Student {
-                                id: i,
-                                name: format!("é{i}"),
-                                score: i as f32 / 7.0,
-                            },
-                            revision: i as u64,
-                        },
-                    )
-                })
-                .collect();
-            sm.write().students = students.clone();
-            let whole = disk::encode_snapshot(&backup_meta(&sm.read()), &encode_students(&students))
-                .expect("small enough");
-            for chunk in [1, 100, 64 << 10] {
-                let backup = sm.backup().expect("small enough");
-                assert_eq!((backup.records(), backup.len), (n as usize, whole.len() as u64));
-                // Writes after the copy do not reach it.
-                sm.write().students.insert(-1, record(-1, 1));
-                let streamed: Vec<u8> = backup.chunks(chunk).flatten().collect();
-                sm.write().students.remove(&-1);
-                assert!(streamed == whole, "{n} records, chunks of {chunk}: bytes differ");
-            }
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("backup");
-            std::fs::write(
-                &path,
-                sm.backup()
-                    .expect("small enough")
-                    .chunks(1000)
-                    .flatten()
-                    .collect::<Vec<u8>>(),
-            )
-            .expect("write");
-            let back = read_backup(&path).expect("reads back");
-            assert_eq!(back, students.values().cloned().collect::<Vec<_>>());
-        }
-    }
-
-    #[test]
-    fn list_pages_in_id_order() {
-        let sm = StateMachineStore::default();
-        sm.write().students = (1..=5).map(|i| (i * 10, record(i * 10, 1))).collect();
-        let (page, more) = sm.list(None, 2);
-        assert_eq!(
-            page.iter().map(|r| r.student.id).collect::<Vec<_>>(),
-            vec![10, 20]
-        );
-        assert!(more);
-        let (page, more) = sm.list(Some(20), 10);
-        assert_eq!(
-            page.iter().map(|r| r.student.id).collect::<Vec<_>>(),
-            vec![30, 40, 50]
-        );
-        assert!(!more);
-    }
-}
+#[path = "state_machine_tests.rs"]
+mod tests;

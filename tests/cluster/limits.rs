@@ -23,7 +23,7 @@ async fn slow_client(node: &Node) -> TcpStream {
 }
 
 /// The node's Prometheus exposition.
-async fn metrics_text(node: &Node) -> String {
+pub(crate) async fn metrics_text(node: &Node) -> String {
     http()
         .get(format!("{}/metrics", node.http()))
         .send()

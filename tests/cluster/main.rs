@@ -1,7 +1,7 @@
 //! Cluster tests against real processes on loopback. This file: formation (a lone node,
 //! three started together, ordinal 0 waiting for a silent peer) and the helpers the
 //! modules share; [`api`], [`elections`], [`failover`], [`hostile`], [`metrics`], [`durable`], [`k8s`],
-//! [`observability`], [`perf`], [`restore`], [`revisions`], [`security`] hold the rest.
+//! [`observability`], [`perf`], [`restore`], [`revisions`], [`security`], [`watch`] hold the rest.
 
 mod api;
 mod durable;
@@ -19,6 +19,7 @@ mod security;
 mod sts;
 mod tls;
 mod util;
+mod watch;
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! The REST API (axum): student CRUD and list ([`students`]), cluster status, membership
+//! The REST API (axum): student CRUD and list ([`students`]), watch streams ([`watch`]), cluster status, membership
 //! and backups ([`admin`]), health, metrics and the OpenAPI document (here). Bodies are JSON
 //! with unknown fields rejected; errors are problem+json.
 //!
@@ -10,6 +10,7 @@
 
 mod admin;
 mod students;
+mod watch;
 
 use std::sync::LazyLock;
 
@@ -42,7 +43,7 @@ Errors are RFC 9457 problem+json. When tokens are configured, send `Authorizatio
         (name = "cluster", description = "Cluster status, membership and backups"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, watch::WatchChanges, watch::WatchProgress)),
     modifiers(&BearerToken),
     security((), ("bearer" = [])),
 )]
@@ -106,6 +107,7 @@ enum BodyRefused {
 fn routes() -> OpenApiRouter<RaftNode> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(students::list_students, students::create_student))
+        .routes(routes!(watch::watch_students))
         .routes(routes!(
             students::get_student,
             students::update_student,

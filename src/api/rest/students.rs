@@ -98,6 +98,8 @@ pub(super) struct ListBody {
     students: Vec<Record>,
     /// The `after` of the next page; `null` on the last page.
     next_after: Option<i64>,
+    /// The store's revision this page was read at: watch from `revision + 1` to follow on.
+    revision: u64,
 }
 
 /// A record as an answer: its JSON and its revision as a strong `ETag`.
@@ -263,11 +265,15 @@ pub(super) async fn list_students(
             "`limit` must be between 1 and {MAX_PAGE_SIZE}, got {limit}"
         )));
     }
-    let (students, more) = node.list(params.after, limit, params.consistency.into()).await?;
+    let (students, more, revision) = node.list(params.after, limit, params.consistency.into()).await?;
     let next_after = if more {
         students.last().map(|r| r.student.id)
     } else {
         None
     };
-    Ok(Json(ListBody { students, next_after }))
+    Ok(Json(ListBody {
+        students,
+        next_after,
+        revision,
+    }))
 }
