@@ -25,6 +25,7 @@ mod api;
 pub mod bench;
 mod cluster;
 pub mod config;
+pub mod ctl;
 mod discovery;
 mod lease;
 mod metrics;

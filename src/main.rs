@@ -24,6 +24,8 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Check a local node's health: exit 0 when it answers 200 (for images without curl).
     Probe(ProbeArgs),
+    /// Talk to a running cluster: records, cluster status and membership, backups, watch.
+    Ctl(Box<openraft_memory::ctl::CtlArgs>),
     /// Load a running cluster and report throughput and latency percentiles.
     Bench(Box<openraft_memory::bench::BenchArgs>),
     /// Make a development CA, a certificate per node and (with --tokens) a tokens file.
@@ -323,6 +325,11 @@ fn main() -> ExitCode {
         Some(Cmd::Serve(a)) => *a,
         Some(Cmd::Probe(p)) => return with_runtime(default_runtime(), run_probe(p)),
         Some(Cmd::Bench(b)) => return with_runtime(default_runtime(), run_bench(&b)),
+        Some(Cmd::Ctl(c)) => {
+            return with_runtime(default_runtime(), async move {
+                ExitCode::from(openraft_memory::ctl::run(*c).await)
+            });
+        }
         Some(Cmd::Certs(c)) => return run_certs(&c),
         Some(Cmd::Token(t)) => return run_token(&t),
         Some(Cmd::Openapi) => {

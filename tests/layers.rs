@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     &["api"],
     &["server"],
-    &["bench", "probe"],
+    &["bench", "probe", "ctl"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

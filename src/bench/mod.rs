@@ -13,6 +13,7 @@
 //! histograms (microsecond resolution), merged at the end.
 
 mod ops;
+mod watchers;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -97,6 +98,15 @@ pub struct BenchArgs {
     /// Bearer token for nodes with auth.tokens_file.
     #[arg(long, env = "OPENRAFT_MEMORY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Watch streams to hold open (and read) during the run, to measure their cost.
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// Client gRPC addresses the watchers connect to, round-robin.
+    #[arg(long, value_delimiter = ',')]
+    pub watch_targets: Vec<String>,
+    /// The watchers follow only this record (an id nobody writes: idle watchers).
+    #[arg(long)]
+    pub watch_id: Option<i64>,
 }
 
 /// Why a bench run could not start or finish.
@@ -131,6 +141,12 @@ pub struct Report {
     pub throughput: f64,
     /// Latency percentiles of successful requests, milliseconds.
     pub latency_ms: Latency,
+    /// Watch streams held open during the run (`--watchers`).
+    pub watchers: usize,
+    /// Watch streams still open when the run ended.
+    pub watchers_open: usize,
+    /// Changes the watchers received during the measured run.
+    pub watch_events: u64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -180,6 +196,13 @@ impl Report {
             "{:>10} {:>8} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
             self.ok, errors, self.throughput, l.mean, l.p50, l.p90, l.p99, l.p999, l.max
         );
+        if self.watchers > 0 {
+            let _ = writeln!(
+                s,
+                "  watchers: {} opened, {} open at the end, {} changes received",
+                self.watchers, self.watchers_open, self.watch_events
+            );
+        }
         for (reason, n) in &self.errors {
             let _ = writeln!(s, "  error {reason}: {n}");
         }
@@ -381,11 +404,14 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         // Warm-up workers use other id blocks than the measured ones.
         phase(args, base, warm, args.connections as i64).await?;
     }
+    let watchers = watchers::Watchers::open(args).await?;
     let plan = Plan {
         end: args.requests.is_none().then(|| Instant::now() + args.duration),
         remaining: args.requests.map(AtomicU64::new),
     };
+    let received_before = watchers.received();
     let (tally, seconds) = phase(args, base, plan, 0).await?;
+    let watch_events = watchers.received() - received_before;
     let h = &tally.hist;
     let ms = |us: u64| us as f64 / 1000.0;
     let empty = h.is_empty();
@@ -407,6 +433,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             mean: if empty { 0.0 } else { h.mean() / 1000.0 },
         },
         errors: tally.errors,
+        watchers: args.watchers,
+        watchers_open: watchers.open_count(),
+        watch_events,
     })
 }
 

@@ -94,12 +94,17 @@ pub(super) enum Conn {
 
 impl Dial {
     pub(super) fn new(args: &super::BenchArgs) -> Result<Dial, super::BenchError> {
+        Dial::over(args, args.protocol)
+    }
+
+    /// As [`Dial::new`], but over `protocol` whatever `--protocol` says (the watchers).
+    pub(super) fn over(args: &super::BenchArgs, protocol: Protocol) -> Result<Dial, super::BenchError> {
         let usage = |e: String| super::BenchError::Usage(e);
         let tls = match &args.cacert {
             None => None,
             Some(ca) => {
                 let pem = std::fs::read(ca).map_err(|e| usage(format!("{}: {e}", ca.display())))?;
-                let alpn: &[&[u8]] = match args.protocol {
+                let alpn: &[&[u8]] = match protocol {
                     Protocol::Rest => &[b"http/1.1"],
                     Protocol::Grpc => &[b"h2"],
                 };
@@ -116,7 +121,7 @@ impl Dial {
             ),
         };
         Ok(Dial {
-            protocol: args.protocol,
+            protocol,
             tls,
             auth: Auth(auth),
         })

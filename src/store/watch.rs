@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -137,7 +137,9 @@ impl History {
 /// The history and the signal that wakes watchers; one per state machine.
 #[derive(Debug)]
 pub struct WatchHub {
-    history: Mutex<History>,
+    /// Read by every woken watcher at each apply, written by apply: a read-write lock, so
+    /// watchers do not queue behind each other (or make apply queue behind them all).
+    history: RwLock<History>,
     applied: watch::Sender<u64>,
     closed: AtomicBool,
     watchers: AtomicUsize,
@@ -146,7 +148,7 @@ pub struct WatchHub {
 impl Default for WatchHub {
     fn default() -> Self {
         WatchHub {
-            history: Mutex::new(History {
+            history: RwLock::new(History {
                 groups: VecDeque::new(),
                 held: 0,
                 capacity: DEFAULT_HISTORY,
@@ -161,13 +163,17 @@ impl Default for WatchHub {
 }
 
 impl WatchHub {
-    fn history(&self) -> std::sync::MutexGuard<'_, History> {
-        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    fn history(&self) -> RwLockReadGuard<'_, History> {
+        self.history.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn history_mut(&self) -> RwLockWriteGuard<'_, History> {
+        self.history.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keeps at most `changes` changes (at least the newest revision's).
     pub fn set_capacity(&self, changes: usize) {
-        let mut h = self.history();
+        let mut h = self.history_mut();
         h.capacity = changes;
         h.trim();
     }
@@ -176,7 +182,7 @@ impl WatchHub {
     /// the last revision applied.
     pub(super) fn publish(&self, groups: Vec<Changes>, current: u64) {
         {
-            let mut h = self.history();
+            let mut h = self.history_mut();
             for g in groups {
                 h.held += g.changes.len();
                 h.groups.push_back(Arc::new(g));
@@ -191,7 +197,7 @@ impl WatchHub {
     /// whose individual changes are unknown. Watchers not yet past it are cut off.
     pub(super) fn reset(&self, revision: u64) {
         {
-            let mut h = self.history();
+            let mut h = self.history_mut();
             h.groups.clear();
             h.held = 0;
             h.compacted = revision;
