@@ -16,7 +16,7 @@
 //! - `cluster`: formation and upkeep: bootstrap, join, stale-member removal, hand-over.
 //! - `api`: the inbound edges: REST, client gRPC, the peer service.
 //! - [`server`]: builds everything, binds the listeners and runs until shutdown.
-//! - [`mod@bench`], [`probe`]: the `bench` and `probe` subcommands.
+//! - [`mod@bench`], [`probe`], [`ctl`]: the `bench`, `probe` and `ctl` subcommands.
 
 // The public surface is what the binary, the examples and the integration tests use:
 // settings, the wire types, building and running a server, the subcommands, and storage
