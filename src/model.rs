@@ -139,6 +139,15 @@ pub enum ValidationError {
 }
 
 impl Command {
+    /// The record id a single command writes (`None` for a batch).
+    pub fn id(&self) -> Option<i64> {
+        match self {
+            Command::Create(s) | Command::Update { student: s, .. } => Some(s.id),
+            Command::Delete { id, .. } => Some(*id),
+            Command::Batch(_) => None,
+        }
+    }
+
     /// An unconditional update.
     pub fn update(student: Student) -> Command {
         Command::Update {

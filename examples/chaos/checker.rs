@@ -6,6 +6,13 @@
 //! Operations whose outcome is unknown (timeouts, 503s) may or may not have taken effect:
 //! they are given an infinite return time, so the search can place them anywhere after
 //! their invocation — including after everything else, where they change nothing visible.
+//!
+//! The register also holds the record's revision: every acknowledged write reports the one
+//! it got and every read the one it saw, so the model checks that reads see the revision
+//! of the write whose value they see, that revisions grow along the order, and that a
+//! conditional update (`If-Match`) applied exactly when the revision it named was current
+//! and was refused naming the revision that was. A write whose outcome is unknown leaves
+//! the revision unknown until something observes it.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -13,11 +20,16 @@ use std::collections::{BTreeMap, HashSet};
 /// identifies the write it saw.
 pub type Value = (String, u32);
 
+/// A record's revision (the log index of the write that made it).
+pub type Rev = u64;
+
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Call {
     Create(Value),
     Update(Value),
+    /// Update only if the record is at this revision (`If-Match` / `expected_revision`).
+    UpdateIf(Value, Rev),
     Delete,
     Get,
 }
@@ -25,17 +37,25 @@ pub enum Call {
 /// What the client was told.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ret {
-    /// Create succeeded / update succeeded / delete succeeded.
+    /// Delete succeeded.
     Done,
+    /// Create or update succeeded, at this revision.
+    Written(Rev),
     /// Create: the id existed.
     Exists,
     /// Update, delete, get: no such id.
     NotFound,
-    /// Get: the value.
-    Found(Value),
+    /// Get: the value and its revision.
+    Found(Value, Rev),
+    /// A conditional update was refused: the record's revision then (`None`: no record).
+    Mismatch(Option<Rev>),
     /// No answer we can trust: the operation may or may not have happened.
     Unknown,
 }
+
+/// The register: the record's value and revision (`None`: not known yet, after a write
+/// whose answer was lost), or no record.
+type State = Option<(Value, Option<Rev>)>;
 
 /// One completed (or abandoned) operation on one id.
 #[derive(Debug, Clone)]
@@ -52,17 +72,44 @@ pub struct Op {
 
 /// The register's sequential specification: from `state`, can `op` have returned what it
 /// returned, and what is the state afterwards?
-fn step(state: &Option<Value>, op: &Op) -> Option<Option<Value>> {
+fn step(state: &State, op: &Op) -> Option<State> {
     let unknown = op.ret == Ret::Unknown;
+    // A write that took effect: at the revision it reported, above the one it replaced (a
+    // batch never holds two writes to one id, so they never share an entry's index).
+    let written = |v: &Value, before: Option<Rev>| -> Option<State> {
+        match op.ret {
+            Ret::Unknown => Some(Some((v.clone(), None))),
+            Ret::Written(r) if before.is_none_or(|b| r > b) => Some(Some((v.clone(), Some(r)))),
+            _ => None,
+        }
+    };
     match (&op.call, state) {
-        (Call::Create(v), None) => (unknown || op.ret == Ret::Done).then(|| Some(v.clone())),
-        (Call::Create(_), Some(s)) => (unknown || op.ret == Ret::Exists).then(|| Some(s.clone())),
-        (Call::Update(v), Some(_)) => (unknown || op.ret == Ret::Done).then(|| Some(v.clone())),
+        (Call::Create(v), None) => written(v, None),
+        (Call::Create(_), Some(_)) => (unknown || op.ret == Ret::Exists).then(|| state.clone()),
+        (Call::Update(v), Some((_, rev))) => written(v, *rev),
         (Call::Update(_), None) => (unknown || op.ret == Ret::NotFound).then_some(None),
+        (Call::UpdateIf(v, expected), Some((cur, rev))) => match op.ret {
+            // Applied if the revision matched; if it did not, it changed nothing (and not
+            // having happened at all is the placement after everything else).
+            Ret::Unknown if rev.is_some_and(|r| r != *expected) => Some(state.clone()),
+            Ret::Unknown => Some(Some((v.clone(), None))),
+            Ret::Written(_) if rev.is_none_or(|r| r == *expected) => written(v, Some(*expected)),
+            Ret::Mismatch(Some(c)) if c != *expected && rev.is_none_or(|r| r == c) => {
+                Some(Some((cur.clone(), Some(c))))
+            }
+            _ => None,
+        },
+        (Call::UpdateIf(..), None) => matches!(op.ret, Ret::Unknown | Ret::Mismatch(None)).then_some(None),
         (Call::Delete, Some(_)) => (unknown || op.ret == Ret::Done).then_some(None),
         (Call::Delete, None) => (unknown || op.ret == Ret::NotFound).then_some(None),
         (Call::Get, None) => (unknown || op.ret == Ret::NotFound).then_some(None),
-        (Call::Get, Some(s)) => (unknown || op.ret == Ret::Found(s.clone())).then(|| Some(s.clone())),
+        (Call::Get, Some((cur, rev))) => match &op.ret {
+            Ret::Unknown => Some(state.clone()),
+            Ret::Found(v, r) if v == cur && rev.is_none_or(|x| x == *r) => {
+                Some(Some((cur.clone(), Some(*r))))
+            }
+            _ => None,
+        },
     }
 }
 
@@ -103,17 +150,35 @@ pub fn check(history: &[Op]) -> Vec<Anomaly> {
 /// Drops unknown updates whose value no read ever returned. If such an update took effect,
 /// nothing observed it: it changes no existence (an update never creates or deletes) and
 /// its value was overwritten before any read. Removing it keeps every linearization and
-/// keeps the search from trying each placement of each unobserved write.
+/// keeps the search from trying each placement of each unobserved write. Its revision could
+/// still have been observed, by a refused conditional update naming a revision that no
+/// answer ties to a value: then nothing is dropped for this id.
 fn prune(ops: Vec<Op>) -> Vec<Op> {
-    let observed: HashSet<Value> = ops
+    let mut observed: HashSet<Value> = HashSet::new();
+    let mut tied: HashSet<Rev> = HashSet::new();
+    for o in &ops {
+        match &o.ret {
+            Ret::Found(v, r) => {
+                observed.insert(v.clone());
+                tied.insert(*r);
+            }
+            Ret::Written(r) => {
+                tied.insert(*r);
+            }
+            _ => {}
+        }
+    }
+    let untied = ops
         .iter()
-        .filter_map(|o| match &o.ret {
-            Ret::Found(v) => Some(v.clone()),
-            _ => None,
-        })
-        .collect();
+        .any(|o| matches!(o.ret, Ret::Mismatch(Some(r)) if !tied.contains(&r)));
+    if untied {
+        return ops;
+    }
     ops.into_iter()
-        .filter(|o| !(o.ret == Ret::Unknown && matches!(&o.call, Call::Update(v) if !observed.contains(v))))
+        .filter(|o| {
+            !(o.ret == Ret::Unknown
+                && matches!(&o.call, Call::Update(v) | Call::UpdateIf(v, _) if !observed.contains(v)))
+        })
         .collect()
 }
 
@@ -182,7 +247,7 @@ fn check_one(ops: &[Op]) -> Result<(), Vec<Op>> {
     }
 
     let mut linearized = vec![false; n];
-    let mut cache: HashSet<(Vec<u64>, Option<Value>)> = HashSet::new();
+    let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
     let bits = |lin: &[bool]| -> Vec<u64> {
         let mut v = vec![0u64; lin.len().div_ceil(64)];
         for (i, &b) in lin.iter().enumerate() {
@@ -192,8 +257,8 @@ fn check_one(ops: &[Op]) -> Result<(), Vec<Op>> {
         }
         v
     };
-    let mut state: Option<Value> = None;
-    let mut stack: Vec<(usize, Option<Value>)> = Vec::new();
+    let mut state: State = None;
+    let mut stack: Vec<(usize, State)> = Vec::new();
     let mut cursor = head;
     let mut deepest = (0usize, 0usize); // (linearized count, op that could not return)
     // The search is exponential in the worst case; a budget keeps a pathological history
@@ -291,13 +356,17 @@ mod tests {
         }
     }
 
+    fn found(name: &str, rev: Rev) -> Ret {
+        Ret::Found(v(name), rev)
+    }
+
     #[test]
     fn sequential_history_is_linearizable() {
         let h = vec![
             op(0, Call::Get, Ret::NotFound, 0, 1),
-            op(0, Call::Create(v("a")), Ret::Done, 2, 3),
-            op(1, Call::Get, Ret::Found(v("a")), 4, 5),
-            op(0, Call::Update(v("b")), Ret::Done, 6, 7),
+            op(0, Call::Create(v("a")), Ret::Written(3), 2, 3),
+            op(1, Call::Get, found("a", 3), 4, 5),
+            op(0, Call::Update(v("b")), Ret::Written(5), 6, 7),
             op(1, Call::Create(v("c")), Ret::Exists, 8, 9),
             op(0, Call::Delete, Ret::Done, 10, 11),
             op(1, Call::Get, Ret::NotFound, 12, 13),
@@ -310,18 +379,18 @@ mod tests {
     fn concurrent_ops_may_take_effect_in_either_order() {
         // The read overlaps the update: seeing the old or the new value is fine.
         let h = vec![
-            op(0, Call::Create(v("a")), Ret::Done, 0, 1),
-            op(0, Call::Update(v("b")), Ret::Done, 2, 10),
-            op(1, Call::Get, Ret::Found(v("b")), 3, 4),
-            op(2, Call::Get, Ret::Found(v("a")), 5, 6),
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(0, Call::Update(v("b")), Ret::Written(2), 2, 10),
+            op(1, Call::Get, found("b", 2), 3, 4),
+            op(2, Call::Get, found("a", 1), 5, 6),
         ];
         // Client 1 saw b, then client 2 (later in real time) saw a: not linearizable.
         assert_eq!(check(&h).len(), 1);
         let h = vec![
-            op(0, Call::Create(v("a")), Ret::Done, 0, 1),
-            op(0, Call::Update(v("b")), Ret::Done, 2, 10),
-            op(1, Call::Get, Ret::Found(v("a")), 3, 4),
-            op(2, Call::Get, Ret::Found(v("b")), 5, 6),
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(0, Call::Update(v("b")), Ret::Written(2), 2, 10),
+            op(1, Call::Get, found("a", 1), 3, 4),
+            op(2, Call::Get, found("b", 2), 5, 6),
         ];
         assert!(check(&h).is_empty());
     }
@@ -330,7 +399,7 @@ mod tests {
     fn unknown_writes_may_or_may_not_happen() {
         let happened = vec![
             op(0, Call::Create(v("a")), Ret::Unknown, 0, 0),
-            op(1, Call::Get, Ret::Found(v("a")), 5, 6),
+            op(1, Call::Get, found("a", 4), 5, 6),
         ];
         assert!(check(&happened).is_empty());
         let did_not = vec![
@@ -340,7 +409,7 @@ mod tests {
         assert!(check(&did_not).is_empty());
         // But it cannot happen before it was invoked.
         let too_early = vec![
-            op(1, Call::Get, Ret::Found(v("a")), 0, 1),
+            op(1, Call::Get, found("a", 4), 0, 1),
             op(0, Call::Create(v("a")), Ret::Unknown, 5, 0),
         ];
         assert_eq!(check(&too_early).len(), 1);
@@ -349,10 +418,10 @@ mod tests {
     #[test]
     fn a_lost_write_is_caught() {
         let h = vec![
-            op(0, Call::Create(v("a")), Ret::Done, 0, 1),
-            op(0, Call::Update(v("b")), Ret::Done, 2, 3),
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(0, Call::Update(v("b")), Ret::Written(2), 2, 3),
             // The acknowledged update is gone.
-            op(1, Call::Get, Ret::Found(v("a")), 4, 5),
+            op(1, Call::Get, found("a", 1), 4, 5),
         ];
         let anomalies = check(&h);
         assert_eq!(anomalies.len(), 1);
@@ -363,9 +432,9 @@ mod tests {
     #[test]
     fn a_stale_read_is_caught() {
         let h = vec![
-            op(0, Call::Create(v("a")), Ret::Done, 0, 1),
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
             op(0, Call::Delete, Ret::Done, 2, 3),
-            op(1, Call::Get, Ret::Found(v("a")), 10, 11),
+            op(1, Call::Get, found("a", 1), 10, 11),
         ];
         assert_eq!(check(&h).len(), 1);
     }
@@ -373,25 +442,108 @@ mod tests {
     #[test]
     fn an_impossible_value_is_caught() {
         let h = vec![
-            op(0, Call::Create(v("a")), Ret::Done, 0, 1),
-            op(1, Call::Get, Ret::Found(v("never-written")), 2, 3),
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(1, Call::Get, found("never-written", 1), 2, 3),
         ];
         assert_eq!(check(&h).len(), 1);
         // And a create that "succeeded" on an existing id.
         let h = vec![
-            op(0, Call::Create(v("a")), Ret::Done, 0, 1),
-            op(1, Call::Create(v("b")), Ret::Done, 2, 3),
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(1, Call::Create(v("b")), Ret::Written(2), 2, 3),
         ];
         assert_eq!(check(&h).len(), 1);
     }
 
     #[test]
+    fn revisions_must_match_the_write_seen_and_grow() {
+        // A read of the right value at another revision than its write got.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(3), 0, 1),
+            op(1, Call::Get, found("a", 4), 2, 3),
+        ];
+        assert_eq!(check(&h).len(), 1);
+        // A later write at a lower revision.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(3), 0, 1),
+            op(0, Call::Update(v("b")), Ret::Written(2), 2, 3),
+        ];
+        assert_eq!(check(&h).len(), 1);
+        // Or at the same one: two versions of a record under one revision.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(3), 0, 1),
+            op(0, Call::Update(v("b")), Ret::Written(3), 2, 3),
+        ];
+        assert_eq!(check(&h).len(), 1);
+        // An unknown write's revision is learnt from the first read that sees it.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(3), 0, 1),
+            op(0, Call::Update(v("b")), Ret::Unknown, 2, 0),
+            op(1, Call::Get, found("b", 7), 4, 5),
+            op(2, Call::Get, found("b", 8), 6, 7),
+        ];
+        assert_eq!(check(&h).len(), 1, "two revisions for one write");
+    }
+
+    #[test]
+    fn conditional_updates_apply_exactly_at_their_revision() {
+        // Read-modify-write by two clients from the same read: one wins, one is refused
+        // naming the winner's revision.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(1, Call::Get, found("a", 1), 2, 3),
+            op(2, Call::Get, found("a", 1), 2, 3),
+            op(1, Call::UpdateIf(v("b"), 1), Ret::Written(5), 4, 8),
+            op(2, Call::UpdateIf(v("c"), 1), Ret::Mismatch(Some(5)), 5, 9),
+            op(0, Call::Get, found("b", 5), 10, 11),
+        ];
+        assert!(check(&h).is_empty(), "{:?}", check(&h));
+        // Both "won": a lost update.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(1, Call::UpdateIf(v("b"), 1), Ret::Written(5), 4, 8),
+            op(2, Call::UpdateIf(v("c"), 1), Ret::Written(6), 5, 9),
+        ];
+        assert_eq!(check(&h).len(), 1);
+        // Refused although the revision was current.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(1, Call::UpdateIf(v("b"), 1), Ret::Mismatch(Some(1)), 2, 3),
+        ];
+        assert_eq!(check(&h).len(), 1);
+        // Refused naming a revision the record never had then.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(1, Call::UpdateIf(v("b"), 9), Ret::Mismatch(Some(4)), 2, 3),
+        ];
+        assert_eq!(check(&h).len(), 1);
+        // On no record: refused without a revision.
+        let h = vec![
+            op(1, Call::UpdateIf(v("b"), 9), Ret::Mismatch(None), 0, 1),
+            op(0, Call::Create(v("a")), Ret::Written(2), 2, 3),
+            op(1, Call::UpdateIf(v("b"), 9), Ret::Mismatch(None), 4, 5),
+        ];
+        assert_eq!(check(&h).len(), 1, "the second refusal claims no record");
+    }
+
+    #[test]
+    fn an_unknown_write_seen_only_through_a_refusal_is_kept() {
+        // The unknown update's value is never read, but the refusal names its revision:
+        // pruning it would make the refusal impossible.
+        let h = vec![
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(0, Call::Update(v("b")), Ret::Unknown, 2, 0),
+            op(1, Call::UpdateIf(v("c"), 1), Ret::Mismatch(Some(6)), 10, 11),
+        ];
+        assert!(check(&h).is_empty(), "{:?}", check(&h));
+    }
+
+    #[test]
     fn ids_are_checked_independently() {
         let mut h = vec![
-            op(0, Call::Create(v("a")), Ret::Done, 0, 1),
-            op(1, Call::Get, Ret::Found(v("a")), 2, 3),
+            op(0, Call::Create(v("a")), Ret::Written(1), 0, 1),
+            op(1, Call::Get, found("a", 1), 2, 3),
         ];
-        let mut other = op(2, Call::Get, Ret::Found(v("x")), 0, 1);
+        let mut other = op(2, Call::Get, found("x", 1), 0, 1);
         other.id = 2;
         h.push(other);
         let anomalies = check(&h);
@@ -402,21 +554,38 @@ mod tests {
     #[test]
     fn many_concurrent_clients_stay_tractable() {
         // 8 clients, 400 overlapping ops including unknowns: must finish quickly.
-        let mut h = vec![op(0, Call::Create(v("init")), Ret::Done, 0, 1)];
-        let mut current = v("init");
+        let mut h = vec![op(0, Call::Create(v("init")), Ret::Written(1), 0, 1)];
+        let mut current = (v("init"), 1);
         let mut t = 10;
         for i in 0..400u64 {
             let client = (i % 8) as usize;
             if i % 4 == 0 {
                 let nv = v(&format!("w{i}"));
-                let ret = if i % 40 == 0 { Ret::Unknown } else { Ret::Done };
-                if ret == Ret::Done {
-                    current = nv.clone();
+                let rev = i + 2;
+                let ret = if i % 40 == 0 {
+                    Ret::Unknown
+                } else {
+                    Ret::Written(rev)
+                };
+                // Every other write is conditional on the revision current before it.
+                let call = if i % 8 == 0 {
+                    Call::UpdateIf(nv.clone(), current.1)
+                } else {
+                    Call::Update(nv.clone())
+                };
+                if ret != Ret::Unknown {
+                    current = (nv, rev);
                 }
-                h.push(op(client, Call::Update(nv), ret, t, t + 5));
+                h.push(op(client, call, ret, t, t + 5));
                 t += 6;
             } else {
-                h.push(op(client, Call::Get, Ret::Found(current.clone()), t, t + 3));
+                h.push(op(
+                    client,
+                    Call::Get,
+                    Ret::Found(current.0.clone(), current.1),
+                    t,
+                    t + 3,
+                ));
                 t += 1;
             }
         }

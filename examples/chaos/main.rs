@@ -131,10 +131,13 @@ async fn final_state(
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         let ret = match status {
             404 => Ret::NotFound,
-            200 => Ret::Found((
-                body["name"].as_str().unwrap_or_default().to_owned(),
-                (body["score"].as_f64().unwrap_or_default() as f32).to_bits(),
-            )),
+            200 => Ret::Found(
+                (
+                    body["name"].as_str().unwrap_or_default().to_owned(),
+                    (body["score"].as_f64().unwrap_or_default() as f32).to_bits(),
+                ),
+                body["revision"].as_u64().unwrap_or_default(),
+            ),
             _ => continue,
         };
         ops.push(Op {
@@ -481,13 +484,15 @@ async fn main() -> ExitCode {
         let call = match op.call {
             Call::Create(_) => "create",
             Call::Update(_) => "update",
+            Call::UpdateIf(..) => "conditional update",
             Call::Delete => "delete",
             Call::Get => "get",
         };
         let ret = match op.ret {
             Ret::Unknown => "unknown",
-            Ret::Done | Ret::Found(_) => "ok",
+            Ret::Done | Ret::Written(_) | Ret::Found(..) => "ok",
             Ret::Exists | Ret::NotFound => "ok (exists/not found)",
+            Ret::Mismatch(_) => "ok (revision mismatch)",
         };
         *outcomes.entry(format!("{call} {ret}")).or_default() += 1;
     }

@@ -1,6 +1,8 @@
-//! Concurrent clients: create / update / delete / linearizable get on a small id set,
-//! through REST or gRPC, against random nodes, recording every operation with its real
-//! invocation and completion times and an outcome we can trust (or `Unknown`).
+//! Concurrent clients: create / update / conditional update / delete / linearizable get on
+//! a small id set, through REST or gRPC, against random nodes, recording every operation
+//! with its real invocation and completion times and an outcome we can trust (or
+//! `Unknown`). A conditional update names the revision the client last saw of that id
+//! (`If-Match` / `expected_revision`), so some match and some are refused.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +16,7 @@ use tonic::Code;
 
 use openraft_memory::pb::NOT_APPLIED_HEADER;
 
-use crate::checker::{Call, Op, Ret, Value};
+use crate::checker::{Call, Op, Ret, Rev, Value};
 
 /// Per-request timeout: above the nodes' write timeout, so a slow commit is an answer.
 const TIMEOUT: Duration = Duration::from_secs(4);
@@ -39,12 +41,17 @@ fn micros(t0: Instant) -> u64 {
 /// How a REST answer maps to an outcome. Only answers that prove what happened are
 /// definite; a 503 or 500 may follow a commit that the client never heard about.
 fn rest_outcome(call: &Call, status: u16, body: &serde_json::Value) -> Ret {
+    let revision = body["revision"].as_u64();
     match (call, status) {
-        (Call::Create(_), 201) | (Call::Update(_), 200) | (Call::Delete, 204) => Ret::Done,
+        (Call::Create(_), 201) | (Call::Update(_) | Call::UpdateIf(..), 200) => {
+            revision.map_or(Ret::Unknown, Ret::Written)
+        }
+        (Call::Delete, 204) => Ret::Done,
         (Call::Create(_), 409) => Ret::Exists,
+        (Call::UpdateIf(..), 412) => Ret::Mismatch(body["current_revision"].as_u64()),
         (Call::Update(_) | Call::Delete | Call::Get, 404) => Ret::NotFound,
-        (Call::Get, 200) => match (body["name"].as_str(), body["score"].as_f64()) {
-            (Some(n), Some(s)) => Ret::Found((n.to_owned(), (s as f32).to_bits())),
+        (Call::Get, 200) => match (body["name"].as_str(), body["score"].as_f64(), revision) {
+            (Some(n), Some(s), Some(r)) => Ret::Found((n.to_owned(), (s as f32).to_bits()), r),
             _ => Ret::Unknown,
         },
         _ => Ret::Unknown,
@@ -63,9 +70,17 @@ fn grpc_not_applied(status: &tonic::Status) -> bool {
 
 fn grpc_outcome(call: &Call, result: Result<Option<pb::Student>, tonic::Status>) -> Ret {
     match (call, result) {
-        (Call::Get, Ok(Some(s))) => Ret::Found((s.name, s.score.to_bits())),
-        (_, Ok(_)) => Ret::Done,
+        (Call::Get, Ok(Some(s))) => Ret::Found((s.name, s.score.to_bits()), s.revision),
+        (Call::Delete, Ok(_)) => Ret::Done,
+        (_, Ok(Some(s))) => Ret::Written(s.revision),
+        (_, Ok(None)) => Ret::Unknown,
         (Call::Create(_), Err(s)) if s.code() == Code::AlreadyExists => Ret::Exists,
+        (Call::UpdateIf(..), Err(s)) if s.code() == Code::FailedPrecondition => Ret::Mismatch(
+            s.metadata()
+                .get("current-revision")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+        ),
         (_, Err(s)) if s.code() == Code::NotFound => Ret::NotFound,
         _ => Ret::Unknown,
     }
@@ -105,14 +120,21 @@ async fn one(
                         student: Some(student(v)),
                     })
                     .await
-                    .map(|_| None),
+                    .map(|r| Some(r.into_inner())),
                 Call::Update(v) => g
                     .update_student(pb::UpdateStudentRequest {
                         student: Some(student(v)),
                         expected_revision: 0,
                     })
                     .await
-                    .map(|_| None),
+                    .map(|r| Some(r.into_inner())),
+                Call::UpdateIf(v, expected) => g
+                    .update_student(pb::UpdateStudentRequest {
+                        student: Some(student(v)),
+                        expected_revision: *expected,
+                    })
+                    .await
+                    .map(|r| Some(r.into_inner())),
                 Call::Delete => g
                     .delete_student(pb::DeleteStudentRequest {
                         id,
@@ -142,6 +164,10 @@ async fn one(
             .json(&json!({"id": id, "name": v.0, "score": f32::from_bits(v.1)})),
         Call::Update(v) => http
             .put(format!("{url}/{id}"))
+            .json(&json!({"name": v.0, "score": f32::from_bits(v.1)})),
+        Call::UpdateIf(v, expected) => http
+            .put(format!("{url}/{id}"))
+            .header("if-match", format!("\"{expected}\""))
             .json(&json!({"name": v.0, "score": f32::from_bits(v.1)})),
         Call::Delete => http.delete(format!("{url}/{id}")),
         Call::Get if local_reads => http.get(format!("{url}/{id}?consistency=local")),
@@ -183,6 +209,8 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
             let mut history = Vec::new();
             let mut attempts = 0u64;
             let mut seq = 0u64;
+            // The revision this client last saw of each id: what its conditional updates name.
+            let mut seen: std::collections::HashMap<i64, Rev> = std::collections::HashMap::new();
             while !stop.load(Ordering::SeqCst) {
                 let endpoints = targets.read().expect("targets").clone();
                 if endpoints.is_empty() {
@@ -196,10 +224,11 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
                     format!("c{client}-{seq}"),
                     (rng.random_range(0..=100) as f32).to_bits(),
                 );
-                let call = match rng.random_range(0..10) {
-                    0..=1 => Call::Create(value),
-                    2..=4 => Call::Update(value),
-                    5 => Call::Delete,
+                let call = match (rng.random_range(0..10), seen.get(&id)) {
+                    (0..=1, _) => Call::Create(value),
+                    (2, Some(&rev)) | (3, Some(&rev)) => Call::UpdateIf(value, rev),
+                    (2..=4, _) => Call::Update(value),
+                    (5, _) => Call::Delete,
                     _ => Call::Get,
                 };
                 let use_grpc = rng.random_bool(0.5);
@@ -228,6 +257,12 @@ pub async fn run(w: &Workload, targets: Targets, stop: Arc<AtomicBool>, t0: Inst
                     continue;
                 };
                 let end = micros(t0);
+                match ret {
+                    Ret::Written(r) | Ret::Found(_, r) | Ret::Mismatch(Some(r)) => {
+                        seen.insert(id, r);
+                    }
+                    _ => {}
+                }
                 // A read without an answer says nothing: leave it out.
                 if !(call == Call::Get && ret == Ret::Unknown) {
                     history.push(Op {

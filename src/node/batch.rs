@@ -3,9 +3,13 @@
 //! free slot proposes the whole queue (up to `max_batch` writes) as one
 //! [`Command::Batch`], one forwarded RPC on a follower. A lone write on an idle slot is
 //! proposed from the caller's own task at once, so batching costs latency only when the
-//! node is busy anyway. What "propose" means (here or on the leader) is the [`Propose`]
+//! node is busy anyway. A batch never holds two writes to one id: every command of an
+//! entry gets the entry's index as its revision, so two writes to one record in one entry
+//! would share a revision and an `If-Match` naming it could not tell them apart; the
+//! second write waits for the next batch instead. What "propose" means (here or on the leader) is the [`Propose`]
 //! implementation's business; the batcher is unit-tested with a gated fake.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 
@@ -143,18 +147,41 @@ fn release<P: Propose>(p: &P) {
     propose_queued(p);
 }
 
-/// Starts a batch of queued writes if a slot is free.
+/// Takes up to `max` queued writes in queue order, at most one per record id; the rest stay
+/// queued in their order, so two writes to one id still commit in the order they queued.
+fn take_batch(queue: &mut Vec<Waiting>, max: usize) -> Vec<Waiting> {
+    let mut ids = HashSet::with_capacity(max.min(queue.len()));
+    let mut batch = Vec::with_capacity(max.min(queue.len()));
+    let mut rest = Vec::new();
+    for w in queue.drain(..) {
+        if batch.len() < max && w.cmd.id().is_none_or(|id| ids.insert(id)) {
+            batch.push(w);
+        } else {
+            rest.push(w);
+        }
+    }
+    *queue = rest;
+    batch
+}
+
+/// Starts batches of queued writes while slots are free.
 fn propose_queued<P: Propose>(p: &P) {
     let b = p.batcher();
-    let batch: Vec<Waiting> = {
-        let mut st = b.lock();
-        if st.queue.is_empty() || st.in_flight >= b.max_in_flight {
-            return;
-        }
-        st.in_flight += 1;
-        let n = st.queue.len().min(b.max_batch);
-        st.queue.drain(..n).collect()
-    };
+    loop {
+        let batch: Vec<Waiting> = {
+            let mut st = b.lock();
+            if st.queue.is_empty() || st.in_flight >= b.max_in_flight {
+                return;
+            }
+            st.in_flight += 1;
+            take_batch(&mut st.queue, b.max_batch)
+        };
+        spawn_batch(p, batch);
+    }
+}
+
+/// Proposes one batch from its own task and answers each of its writes.
+fn spawn_batch<P: Propose>(p: &P, batch: Vec<Waiting>) {
     let p = p.clone();
     // Its own task: a client that disconnects must not strand the others in its batch.
     tokio::spawn(async move {
@@ -363,6 +390,31 @@ mod tests {
             })
             .collect();
         assert_eq!(sizes, vec![1, 2, 1]);
+    }
+
+    #[tokio::test]
+    async fn two_writes_to_one_id_never_share_an_entry() {
+        let p = Gated::new(1, 10);
+        let first = p.write(1);
+        p.until("the first write is proposed", |p| p.proposed().len() == 1)
+            .await;
+        // Queue 2, 3, 2, 4, 2: the first batch takes 2, 3, 4; the other writes to 2 follow,
+        // one entry each, in the order they queued.
+        let mut queued = Vec::new();
+        for (n, id) in [2, 3, 2, 4, 2].into_iter().enumerate() {
+            queued.push(p.write(id));
+            p.until("the write queues", |p| p.queued() == n + 1).await;
+        }
+        p.release.add_permits(10);
+        result(first).await.ok();
+        for w in queued {
+            assert!(result(w).await.is_ok());
+        }
+        let batch = Command::Batch(vec![Command::delete(2), Command::delete(3), Command::delete(4)]);
+        assert_eq!(
+            p.proposed(),
+            vec![Command::delete(1), batch, Command::delete(2), Command::delete(2)]
+        );
     }
 
     #[tokio::test]
