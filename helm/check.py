@@ -153,6 +153,44 @@ def check_restore(objs):
         fail("restore.enabled without a Secret or claim must fail to render")
 
 
+def check_backup():
+    """backup.* renders the [backup] settings and the credentials Secret as environment;
+    restore.fromLatest points every pod at `latest` and needs backup.enabled."""
+    import tomllib
+
+    values = {
+        "backup": {"enabled": True, "target": "s3://db-backups/prod", "interval": "5m", "keep": 3,
+                   "existingSecret": "s3-credentials"},
+        "restore": {"fromLatest": True},
+    }
+    objs = objects(render(values)[0])
+    config = tomllib.loads(find(objs, "ConfigMap", RELEASE)["data"]["config.toml"])
+    if config.get("backup") != {"target": "s3://db-backups/prod", "interval": "5m", "keep": 3}:
+        fail(f"backup: config.toml [backup] is {config.get('backup')}")
+    c = find(objs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    if env.get("OPENRAFT_MEMORY__STORAGE__RESTORE_FROM") != "latest":
+        fail(f"restore.fromLatest: OPENRAFT_MEMORY__STORAGE__RESTORE_FROM must be latest, env: {env}")
+    if c.get("envFrom") != [{"secretRef": {"name": "s3-credentials"}}]:
+        fail(f"backup.existingSecret must reach the container as envFrom: {c.get('envFrom')}")
+    default = tomllib.loads(find(objects(render(None)[0]), "ConfigMap", RELEASE)["data"]["config.toml"])
+    if "backup" in default:
+        fail("backups are off by default, yet config.toml has [backup]")
+    for bad, message in [
+        ({"restore": {"fromLatest": True}}, "set backup.enabled"),
+        ({"backup": {"enabled": True}}, "needs backup.target"),
+        ({"backup": {"enabled": True, "target": "s3://b/p"},
+          "restore": {"fromLatest": True, "enabled": True, "secretName": "x"}}, "exclude each other"),
+    ]:
+        try:
+            render(bad)
+        except Exception as e:  # the chart's `fail` / `required`
+            if message not in str(e):
+                fail(f"{bad} fails with the wrong message: {e}")
+        else:
+            fail(f"{bad} must fail to render")
+
+
 def check_plaintext(objs, manifests):
     """Without peer TLS the config says insecure (or the node refuses 0.0.0.0) and NOTES warn."""
     sts = find(objs, "StatefulSet")
@@ -253,6 +291,7 @@ def main():
     check_facts(ci_objs, 5)
     check_persistence(ci_objs, True)
     check_restore(ci_objs)
+    check_backup()
     check_security(ci_objs)
     for kind in ["ServiceMonitor", "PrometheusRule", "NetworkPolicy"]:
         find(ci_objs, kind)

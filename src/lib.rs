@@ -13,6 +13,8 @@
 //!   typed client of the node's own peer calls.
 //! - `node`: one running member: writes (batched, routed to the leader), linearizable
 //!   reads, membership, readiness.
+//! - [`backup`]: backups in object storage: the leader's schedule, retention, fetching
+//!   one for a restore.
 //! - `cluster`: formation and upkeep: bootstrap, join, stale-member removal, hand-over.
 //! - `api`: the inbound edges: REST, client gRPC, the peer service.
 //! - [`server`]: builds everything, binds the listeners and runs until shutdown.
@@ -22,6 +24,7 @@
 // settings, the wire types, building and running a server, the subcommands, and storage
 // (the journal benchmark). Everything else is internal and may change freely.
 mod api;
+pub mod backup;
 pub mod bench;
 mod cluster;
 pub mod config;

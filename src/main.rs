@@ -218,9 +218,14 @@ struct ServeArgs {
     /// Disk mode's data directory (storage.data_dir).
     #[arg(long)]
     data_dir: Option<String>,
-    /// Backup file ordinal 0 seeds a new cluster from (storage.restore_from).
+    /// Backup ordinal 0 seeds a new cluster from: a file, an object URL, or `latest` under
+    /// backup.target (storage.restore_from).
     #[arg(long)]
     restore_from: Option<String>,
+    /// Scheduled backups to s3://bucket/prefix, gs://bucket/prefix or file:///dir
+    /// (backup.target).
+    #[arg(long)]
+    backup_target: Option<String>,
     /// Log format (log.format).
     #[arg(long, value_parser = ["text", "json"], ignore_case = true)]
     log_format: Option<String>,
@@ -246,6 +251,7 @@ impl ServeArgs {
         set("storage.mode", &self.storage);
         set("storage.data_dir", &self.data_dir);
         set("storage.restore_from", &self.restore_from);
+        set("backup.target", &self.backup_target);
         set("tracing.otlp_endpoint", &self.otlp_endpoint);
         set("discovery.mode", &self.discovery);
         set("discovery.dns_name", &self.dns_name);

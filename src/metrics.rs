@@ -92,6 +92,20 @@ pub struct Metrics {
     pub watch_events_sent_total: IntCounterVec,
     /// Watch streams this node ended, by reason (`fell_behind`, `shutdown`).
     pub watchers_cut_off_total: IntCounterVec,
+    /// `backup.interval` in seconds (0: scheduled backups are off).
+    pub backup_interval_seconds: IntGauge,
+    /// When the newest backup this node knows of was taken (Unix seconds; 0: none).
+    pub backup_last_success_timestamp_seconds: IntGauge,
+    /// The revision the newest backup this node knows of holds.
+    pub backup_last_success_revision: IntGauge,
+    /// Size of the last backup this node uploaded.
+    pub backup_last_size_bytes: IntGauge,
+    /// Time to take and upload a backup.
+    pub backup_duration_seconds: Histogram,
+    /// Backups this node uploaded.
+    pub backups_total: IntCounter,
+    /// Failed backup steps, by reason.
+    pub backup_failures_total: IntCounterVec,
 }
 
 impl crate::security::Observer for Metrics {
@@ -366,6 +380,41 @@ impl Metrics {
                 r,
                 "watchers_cut_off_total",
                 "Watch streams ended by this node, by reason (fell_behind: the history dropped changes the watcher had not read; shutdown)",
+                &["reason"],
+            ),
+            backup_interval_seconds: gauge(
+                r,
+                "backup_interval_seconds",
+                "backup.interval in seconds (0: scheduled backups are off)",
+            ),
+            backup_last_success_timestamp_seconds: gauge(
+                r,
+                "backup_last_success_timestamp_seconds",
+                "When the newest backup in the target was taken, as the leader knows it (Unix seconds; 0: none yet)",
+            ),
+            backup_last_success_revision: gauge(
+                r,
+                "backup_last_success_revision",
+                "The revision (log index) the newest backup in the target holds",
+            ),
+            backup_last_size_bytes: gauge(
+                r,
+                "backup_last_size_bytes",
+                "Size of the last backup this node uploaded",
+            ),
+            backup_duration_seconds: histogram(
+                r,
+                "backup_duration_seconds",
+                "Time to take and upload one scheduled backup",
+                vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                ],
+            ),
+            backups_total: counter(r, "backups_total", "Scheduled backups this node uploaded"),
+            backup_failures_total: counter_vec(
+                r,
+                "backup_failures_total",
+                "Failed backup steps by reason (snapshot, upload, list, retention, target)",
                 &["reason"],
             ),
             registry,

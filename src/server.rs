@@ -16,7 +16,7 @@ use crate::api::accept::{Accept, incoming};
 use crate::api::authz::GrpcLayer;
 use crate::api::grpc::StudentGrpc;
 use crate::api::peer::PeerService;
-use crate::config::{ConfigError, Settings, StorageMode};
+use crate::config::{ConfigError, RestoreSource, Settings, StorageMode};
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::Member;
@@ -54,6 +54,9 @@ pub enum ServerError {
     /// A certificate, key or tokens file could not be loaded.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// The backup target cannot be used.
+    #[error(transparent)]
+    Backup(crate::backup::BackupError),
     /// OpenRaft refused to start.
     #[error("raft failed to start: {0}")]
     Raft(String),
@@ -144,7 +147,6 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         addr: advertised.advertise_addr(),
     };
     let metrics = Metrics::new();
-    let backup = &settings.storage.restore_from;
     // Only a node that may initialise a cluster reads the backup: ordinal 0, or a node
     // without an ordinal that runs alone. The others ignore it, so one setting (the chart's
     // `restore`, an `extraEnv`) can reach every pod.
@@ -152,12 +154,26 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         Some(ordinal) => ordinal == 0,
         None => settings.cluster.peers.is_empty(),
     };
-    if !backup.as_os_str().is_empty() && may_initialise {
-        // Fail at start-up, not minutes later when ordinal 0 initialises.
-        let records = crate::store::read_backup(backup)?.len();
-        tracing::info!(backup = %backup.display(), records, "backup checked; it is loaded if this node initialises the cluster");
-    } else if !backup.as_os_str().is_empty() {
-        tracing::info!(backup = %backup.display(), "ignoring storage.restore_from: only ordinal 0 initialises a cluster");
+    match settings.storage.restore_source() {
+        RestoreSource::Nothing => {}
+        RestoreSource::File(backup) if may_initialise => {
+            // Fail at start-up, not minutes later when ordinal 0 initialises.
+            let records = crate::store::read_backup(&backup)?.len();
+            tracing::info!(backup = %backup.display(), records, "backup checked; it is loaded if this node initialises the cluster");
+        }
+        // Fetched only when this node does initialise: an object store that is down must
+        // not stop a restarted ordinal 0 that only rejoins its cluster.
+        RestoreSource::Object(_) | RestoreSource::Latest if may_initialise => {
+            tracing::info!(restore_from = %settings.storage.restore_from,
+                "the backup is fetched from object storage and checked if this node initialises the cluster");
+        }
+        _ => {
+            tracing::info!(restore_from = %settings.storage.restore_from,
+                "ignoring storage.restore_from: only ordinal 0 initialises a cluster");
+        }
+    }
+    if !settings.backup.target.is_empty() {
+        crate::backup::Target::open(&settings.backup.target).map_err(ServerError::Backup)?;
     }
     let (id, log_store, sm, data_dir) = match settings.storage.mode {
         StorageMode::Memory => (
@@ -326,6 +342,7 @@ impl Server {
         let feeder = tokio::spawn(feed_metrics(node.clone(), stop_clients.clone()));
         let reconciler = tokio::spawn(crate::cluster::reconcile(node.clone(), stop_clients.clone()));
         let pruner = tokio::spawn(crate::cluster::prune_channels(node.clone(), stop_clients.clone()));
+        let backups = tokio::spawn(crate::backup::schedule(node.clone(), stop_clients.clone()));
         node.take_over_elections();
         let quorum_check = tokio::spawn({
             let node = node.clone();
@@ -364,7 +381,8 @@ impl Server {
                 health,
                 reconciler,
                 pruner,
-                quorum_check
+                quorum_check,
+                backups
             );
         })
         .await;

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["network"],
     &["node"],
+    &["backup"],
     &["cluster"],
     &["api"],
     &["server"],

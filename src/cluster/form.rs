@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::restore::restore;
 use super::{Backoff, Throttle, pause};
+use crate::config::RestoreSource;
 use crate::discovery::Peer;
 use crate::model::{Member, ordinal_of};
 use crate::network::PeerError;
@@ -165,15 +166,24 @@ async fn stay_member(node: &RaftNode, mut stop: watch::Receiver<bool>) {
 
 async fn initialize_alone(node: &RaftNode) {
     let members = BTreeMap::from([(node.id(), node.member().clone())]);
+    // Marked before the cluster exists, so that nothing (the backup schedule above all)
+    // ever sees the new cluster's leader between initialising and restoring: a scheduled
+    // backup of a half-restored store would become the newest backup.
+    let restores = node.settings().storage.restore_source() != RestoreSource::Nothing;
+    if restores {
+        node.set_restoring(Some("initialising a cluster to restore into".into()));
+    }
     match node.raft().initialize(members).await {
         Ok(()) => {
             tracing::info!(node_id = node.id(), "initialised a new cluster");
-            let backup = node.settings().storage.restore_from.clone();
-            if !backup.as_os_str().is_empty() {
-                restore(node, &backup).await;
-            }
+            restore(node).await;
         }
-        Err(e) => tracing::warn!(error = %e, "initialise refused (already initialised?)"),
+        Err(e) => {
+            if restores {
+                node.set_restoring(None);
+            }
+            tracing::warn!(error = %e, "initialise refused (already initialised?)");
+        }
     }
 }
 

@@ -75,6 +75,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Watch streams.
     pub watch: WatchSettings,
+    /// Scheduled backups to object storage.
+    pub backup: BackupSettings,
     /// What loading noticed but did not refuse (look-alike environment variables), for the
     /// log once logging is set up.
     #[serde(skip)]
@@ -276,8 +278,71 @@ pub struct StorageSettings {
     pub mode: StorageMode,
     /// Disk mode's data directory.
     pub data_dir: PathBuf,
-    /// A backup to seed a new cluster from; empty: none.
-    pub restore_from: PathBuf,
+    /// A backup to seed a new cluster from: a file, an object URL, `latest`; empty: none.
+    pub restore_from: String,
+}
+
+/// Where a new cluster's records come from (`storage.restore_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// Nowhere: the cluster starts empty.
+    Nothing,
+    /// A backup file on this machine.
+    File(PathBuf),
+    /// One backup object (`s3://`, `gs://`, `file://` URL).
+    Object(String),
+    /// The newest valid backup under `backup.target`.
+    Latest,
+}
+
+impl StorageSettings {
+    /// What `restore_from` names.
+    pub fn restore_source(&self) -> RestoreSource {
+        let r = self.restore_from.trim();
+        if r.is_empty() {
+            RestoreSource::Nothing
+        } else if r == "latest" {
+            RestoreSource::Latest
+        } else if r.contains("://") {
+            RestoreSource::Object(r.to_owned())
+        } else {
+            RestoreSource::File(PathBuf::from(r))
+        }
+    }
+}
+
+/// Scheduled backups: the leader uploads one every `interval` to `target`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix` or `file:///path`; empty: no backups.
+    pub target: String,
+    /// Time between backups.
+    #[serde(deserialize_with = "parse::duration")]
+    pub interval: Duration,
+    /// Backups kept; older ones are deleted after each upload.
+    pub keep: usize,
+}
+
+/// The URL schemes a backup target or restore object may have.
+pub const BACKUP_SCHEMES: [&str; 3] = ["s3://", "gs://", "file://"];
+
+fn backup_url_problem(url: &str) -> Option<String> {
+    let Some(scheme) = BACKUP_SCHEMES.iter().find(|s| url.starts_with(**s)) else {
+        return Some(format!(
+            "`{url}` is not an object-store URL: use s3://bucket/prefix, gs://bucket/prefix or file:///path"
+        ));
+    };
+    let rest = &url[scheme.len()..];
+    if rest.trim_matches('/').is_empty() {
+        return Some(format!("`{url}` names no bucket or directory"));
+    }
+    if *scheme == "file://" && !rest.starts_with('/') {
+        return Some(format!(
+            "`{url}`: a file URL needs an absolute path (file:///var/backups)"
+        ));
+    }
+    None
 }
 
 /// How peers are found.
@@ -494,6 +559,32 @@ impl Settings {
         }
         if self.watch.progress_interval < Duration::from_millis(10) {
             return invalid("watch.progress_interval", "must be at least 10ms");
+        }
+        let b = &self.backup;
+        if !b.target.is_empty() {
+            if let Some(problem) = backup_url_problem(&b.target) {
+                return invalid("backup.target", &problem);
+            }
+            if b.interval < Duration::from_secs(1) {
+                return invalid("backup.interval", "must be at least 1s");
+            }
+            if b.keep == 0 {
+                return invalid("backup.keep", "must be at least 1 (backups kept)");
+            }
+        }
+        match self.storage.restore_source() {
+            RestoreSource::Latest if b.target.is_empty() => {
+                return invalid(
+                    "storage.restore_from",
+                    "`latest` restores the newest backup under backup.target, which is not set",
+                );
+            }
+            RestoreSource::Object(url) => {
+                if let Some(problem) = backup_url_problem(&url) {
+                    return invalid("storage.restore_from", &problem);
+                }
+            }
+            _ => {}
         }
         if self.http.header_read_timeout.is_zero() {
             return invalid("http.header_read_timeout", "must be greater than zero");

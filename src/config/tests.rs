@@ -320,3 +320,79 @@ fn tls_settings_that_do_not_fit_together_are_named() {
         assert!(err.contains("must be at least 1"), "{key}: {err}");
     }
 }
+
+#[test]
+fn backup_targets_and_restore_sources_are_checked() {
+    let s = Settings::load(Sources {
+        env: env(&[
+            ("OPENRAFT_MEMORY__BACKUP__TARGET", "s3://db-backups/prod"),
+            ("OPENRAFT_MEMORY__STORAGE__RESTORE_FROM", "latest"),
+        ]),
+        ..Default::default()
+    })
+    .expect("a target and restore from latest");
+    assert_eq!(s.backup.interval, Duration::from_secs(600));
+    assert_eq!(s.backup.keep, 10);
+    assert_eq!(s.storage.restore_source(), RestoreSource::Latest);
+    let source = |v: &str| {
+        Settings::load(Sources {
+            env: env(&[("OPENRAFT_MEMORY__STORAGE__RESTORE_FROM", v)]),
+            ..Default::default()
+        })
+        .expect("loads")
+        .storage
+        .restore_source()
+    };
+    assert_eq!(source(""), RestoreSource::Nothing);
+    assert_eq!(source("/b.snapshot"), RestoreSource::File("/b.snapshot".into()));
+    assert_eq!(
+        source("gs://b/p/openraft-memory-1-2-3.snapshot"),
+        RestoreSource::Object("gs://b/p/openraft-memory-1-2-3.snapshot".into())
+    );
+    for (pairs, key, says) in [
+        (
+            vec![("OPENRAFT_MEMORY__BACKUP__TARGET", "ftp://x/y")],
+            "backup.target",
+            "s3://bucket/prefix",
+        ),
+        (
+            vec![("OPENRAFT_MEMORY__BACKUP__TARGET", "s3://")],
+            "backup.target",
+            "names no bucket",
+        ),
+        (
+            vec![("OPENRAFT_MEMORY__BACKUP__TARGET", "file://relative/dir")],
+            "backup.target",
+            "absolute path",
+        ),
+        (
+            vec![
+                ("OPENRAFT_MEMORY__BACKUP__TARGET", "s3://b/p"),
+                ("OPENRAFT_MEMORY__BACKUP__INTERVAL", "100ms"),
+            ],
+            "backup.interval",
+            "at least 1s",
+        ),
+        (
+            vec![
+                ("OPENRAFT_MEMORY__BACKUP__TARGET", "s3://b/p"),
+                ("OPENRAFT_MEMORY__BACKUP__KEEP", "0"),
+            ],
+            "backup.keep",
+            "at least 1",
+        ),
+        (
+            vec![("OPENRAFT_MEMORY__STORAGE__RESTORE_FROM", "latest")],
+            "storage.restore_from",
+            "backup.target",
+        ),
+        (
+            vec![("OPENRAFT_MEMORY__STORAGE__RESTORE_FROM", "http://x/y")],
+            "storage.restore_from",
+            "s3://",
+        ),
+    ] {
+        let err = load_err(&pairs);
+        assert!(err.contains(key) && err.contains(says), "{pairs:?}: {err}");
+    }
+}

@@ -3,6 +3,7 @@
 //! in turn; output is a table or JSON; exit codes say what kind of failure it was
 //! ([`client::exit`]).
 
+mod backups;
 pub mod client;
 mod watch;
 
@@ -30,6 +31,9 @@ Examples:
   openraft-memory ctl cluster remove 4711
   openraft-memory ctl backup save ./backup.bin
   openraft-memory ctl backup restore ./backup.bin      (into a new, empty cluster)
+  openraft-memory ctl backup list --target s3://db-backups/prod
+  openraft-memory ctl backup save --target s3://db-backups/prod
+  openraft-memory ctl backup restore --target s3://db-backups/prod   (the newest usable one)
   openraft-memory ctl watch --from 1
 
 Exit codes: 0 ok, 1 failed, 2 usage or invalid input, 3 not found, 4 conflict (exists, revision mismatch,
@@ -167,14 +171,35 @@ pub enum ClusterCmd {
 /// `ctl backup ...`.
 #[derive(Debug, Subcommand)]
 pub enum BackupCmd {
-    /// Stream a consistent backup of the cluster to FILE (written whole or not at all).
-    Save { file: PathBuf },
-    /// Load FILE's records into a new cluster, which must be empty; records get new revisions.
+    /// Stream a consistent backup of the cluster to FILE (written whole or not at all), or
+    /// upload it to --target as the scheduled backups are.
+    Save {
+        #[arg(required_unless_present = "target", conflicts_with = "target")]
+        file: Option<PathBuf>,
+        /// Object storage (s3://bucket/prefix, gs://bucket/prefix, file:///dir).
+        #[arg(long, env = "OPENRAFT_MEMORY_BACKUP_TARGET")]
+        target: Option<String>,
+    },
+    /// Load a backup's records into a new cluster, which must be empty; records get new
+    /// revisions. From FILE, or from --target: the newest usable backup, or --name.
     Restore {
-        file: PathBuf,
+        #[arg(required_unless_present = "target", conflicts_with = "target")]
+        file: Option<PathBuf>,
+        /// Object storage to restore from.
+        #[arg(long, env = "OPENRAFT_MEMORY_BACKUP_TARGET")]
+        target: Option<String>,
+        /// With --target: this backup (a name from `backup list`) instead of the newest.
+        #[arg(long, requires = "target")]
+        name: Option<String>,
         /// Records written concurrently.
         #[arg(long, default_value_t = 32)]
         parallel: usize,
+    },
+    /// List the backups under --target, newest first.
+    List {
+        /// Object storage (s3://bucket/prefix, gs://bucket/prefix, file:///dir).
+        #[arg(long, env = "OPENRAFT_MEMORY_BACKUP_TARGET")]
+        target: String,
     },
 }
 
@@ -206,10 +231,7 @@ async fn dispatch(args: &CtlArgs) -> Result<(), CtlError> {
     match &args.command {
         CtlCommand::Student(cmd) => student(&c, cmd, out).await,
         CtlCommand::Cluster(cmd) => cluster(&c, cmd, out).await,
-        CtlCommand::Backup(BackupCmd::Save { file }) => backup_save(&c, file).await,
-        CtlCommand::Backup(BackupCmd::Restore { file, parallel }) => {
-            backup_restore(&c, file, *parallel).await
-        }
+        CtlCommand::Backup(cmd) => backups::run(&c, cmd, out).await,
         CtlCommand::Watch(w) => watch::run(&c, w, out).await,
     }
 }
@@ -466,73 +488,4 @@ async fn cluster(c: &Client, cmd: &ClusterCmd, out: Output) -> Result<(), CtlErr
 
 fn text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-}
-
-/// Streams the backup to `FILE.partial` and renames it into place once complete.
-async fn backup_save(c: &Client, file: &std::path::Path) -> Result<(), CtlError> {
-    // Plain std::fs: the CLI's runtime serves nothing else, so blocking writes stall no one.
-    use std::io::Write;
-    let mut resp = c.send(Method::GET, "/cluster/snapshot", None, &[], true).await?;
-    let partial = file.with_extension("partial");
-    let local = |e: std::io::Error| CtlError::Local(format!("{}: {e}", partial.display()));
-    let mut f = std::fs::File::create(&partial).map_err(local)?;
-    let mut bytes = 0u64;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                bytes += chunk.len() as u64;
-                f.write_all(&chunk).map_err(local)?;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(CtlError::Unreachable(format!(
-                    "the backup broke off after {bytes} bytes: {}",
-                    client::describe(&e)
-                )));
-            }
-        }
-    }
-    f.sync_all().map_err(local)?;
-    drop(f);
-    // A truncated or damaged stream must not pass for a backup.
-    let records = crate::store::read_backup(&partial).map_err(|e| {
-        let _ = std::fs::remove_file(&partial);
-        CtlError::Local(format!("the backup received does not check out: {e}"))
-    })?;
-    std::fs::rename(&partial, file).map_err(|e| CtlError::Local(format!("{}: {e}", file.display())))?;
-    println!(
-        "saved {} records ({bytes} bytes) to {}",
-        records.len(),
-        file.display()
-    );
-    Ok(())
-}
-
-/// Writes every record of a backup file into an empty cluster.
-async fn backup_restore(c: &Client, file: &std::path::Path, parallel: usize) -> Result<(), CtlError> {
-    use futures::StreamExt;
-    let records =
-        crate::store::read_backup(file).map_err(|e| CtlError::Local(format!("{}: {e}", file.display())))?;
-    let page = c.json(Method::GET, "/students?limit=1", None, &[]).await?;
-    if page["students"].as_array().is_some_and(|s| !s.is_empty()) {
-        return Err(CtlError::Usage(
-            "the cluster has records already: restore into a new cluster (or start one with storage.restore_from)".into(),
-        ));
-    }
-    let total = records.len();
-    let results: Vec<Result<Value, CtlError>> = futures::stream::iter(records)
-        .map(|r| async move {
-            let body = json!({"id": r.student.id, "name": r.student.name, "score": r.student.score});
-            c.json(Method::POST, "/students", Some(&body), &[]).await
-        })
-        .buffer_unordered(parallel.max(1))
-        .collect()
-        .await;
-    let failed: Vec<CtlError> = results.into_iter().filter_map(Result::err).collect();
-    if let Some(first) = failed.into_iter().next() {
-        return Err(first);
-    }
-    println!("restored {total} records from {}", file.display());
-    Ok(())
 }

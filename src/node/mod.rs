@@ -193,6 +193,15 @@ impl RaftNode {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// True while a backup is being restored into this (new) cluster.
+    pub fn is_restoring(&self) -> bool {
+        self.inner
+            .restoring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     /// Sets (or with `None` clears) the restore progress that keeps readiness failing.
     pub fn set_restoring(&self, status: Option<String>) {
         *self

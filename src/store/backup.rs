@@ -26,6 +26,8 @@ pub struct Backup {
     pub(super) students: Students,
     /// Total length in bytes.
     pub len: u64,
+    /// The CRC-32 of all of its bytes, known before they are produced (object names carry it).
+    pub crc32: u32,
     /// The log index the backup reflects.
     pub index: u64,
 }

@@ -206,7 +206,11 @@ impl StateMachineStore {
             data_len += buf.len();
         }
         let prefix = disk::snapshot_prefix(&meta, data_len, &crc)?;
+        let mut whole = crc32fast::Hasher::new();
+        whole.update(&prefix);
+        whole.combine(&crc);
         Ok(Backup {
+            crc32: whole.finalize(),
             len: (prefix.len() + data_len) as u64,
             index: meta.last_log_id.map_or(0, |l| l.index),
             prefix,

@@ -209,6 +209,27 @@ async fn every_ctl_command_works_against_a_cluster_and_fails_with_the_documented
     );
     assert_eq!(code, 1, "{err}");
 
+    // The same through object storage (a directory target): save, list, restore the newest.
+    let target = format!("file://{}", dir.path().join("objects").display());
+    let out = ok(eps, &["backup", "save", "--target", &target]);
+    assert!(out.contains("uploaded") && out.contains(".snapshot"), "{out}");
+    let listed = json(&ok(eps, &["backup", "list", "--target", &target, "-o", "json"]));
+    let listed = listed.as_array().expect("a list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(listed[0]["revision"].as_u64() > Some(0) && listed[0]["bytes"].as_u64() > Some(0));
+    let mut fresh2 = Node::new("fresh2", fresh_ip(), vec![], vec![]);
+    fresh2.start();
+    fresh2.wait_ready().await;
+    let out = ok(&fresh2.http(), &["backup", "restore", "--target", &target]);
+    assert!(out.contains("restored 4 records"), "{out}");
+    let restored = json(&ok(&fresh2.http(), &["student", "list", "-o", "json"]));
+    assert_eq!(names(&restored["students"]), expected);
+    let empty = format!("file://{}", dir.path().join("nothing-here").display());
+    let (code, _, err) = ctl(&fresh2.http(), &["backup", "restore", "--target", &empty]);
+    assert_eq!(code, 3, "no backups under the target is not found: {err}");
+    let (code, _, err) = ctl(eps, &["backup", "list", "--target", "ftp://nowhere/x"]);
+    assert_eq!(code, 2, "a bad target is a usage error: {err}");
+
     // No leader: two of three nodes gone; the survivor refuses, the others are unreachable.
     let survivor = (leader + 1) % 3;
     for i in 0..3 {

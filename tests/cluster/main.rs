@@ -1,9 +1,10 @@
 //! Cluster tests against real processes on loopback. This file: formation (a lone node,
 //! three started together, ordinal 0 waiting for a silent peer) and the helpers the
-//! modules share; [`api`], [`ctl`], [`elections`], [`failover`], [`hostile`], [`metrics`], [`durable`], [`k8s`],
+//! modules share; [`api`], [`backup`], [`ctl`], [`elections`], [`failover`], [`hostile`], [`metrics`], [`durable`], [`k8s`],
 //! [`observability`], [`perf`], [`restore`], [`revisions`], [`security`], [`watch`] hold the rest.
 
 mod api;
+mod backup;
 mod ctl;
 mod durable;
 mod elections;

@@ -232,7 +232,19 @@ async fn query(prom: &Prometheus, expr: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_cluster_and_every_dashboard_and_alert_query_works() {
-    let mut c = Cluster::new(3, vec![]);
+    // Scheduled backups to a directory, so the backup panels have data too.
+    let backups = tempfile::tempdir().expect("tempdir");
+    let mut c = Cluster::new(
+        3,
+        super::env(&[
+            (
+                "OPENRAFT_MEMORY__BACKUP__TARGET",
+                &format!("file://{}", backups.path().display()),
+            ),
+            ("OPENRAFT_MEMORY__BACKUP__INTERVAL", "2s"),
+            ("OPENRAFT_MEMORY__BACKUP__KEEP", "2"),
+        ]),
+    );
     c.start_all();
     let leader = c.wait_stable(&[0, 1, 2], 3).await;
     let targets: Vec<String> = c
