@@ -352,8 +352,19 @@ async fn a_large_backup_uploads_with_flat_memory_and_a_lost_server_is_retried() 
         "uploading a {size}-byte backup grew the node's peak memory by {grown} bytes"
     );
 
-    // The server goes away (mid-upload, most likely: uploads take most of each interval).
+    // The server goes away in the middle of an upload: one is listed as in progress
+    // (ListMultipartUploads) when it is killed.
     let failures = metric(&node, "openraft_memory_backup_failures_total{reason=\"upload\"}").await;
+    let uploads = format!("{}/big?uploads", moto.endpoint());
+    wait_for(
+        "a multipart upload in progress",
+        Duration::from_secs(30),
+        || async {
+            let listing = http().get(&uploads).send().await.ok()?.text().await.ok()?;
+            listing.contains("<UploadId>").then_some(())
+        },
+    )
+    .await;
     moto.stop();
     for i in 0..50 {
         let r = http()
