@@ -179,6 +179,7 @@ struct Write {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    openraft_memory::security::tls::install_default_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(8)
         .build()
@@ -252,8 +253,10 @@ async fn main() {
             .map(|i| cluster.nodes[i].http())
             .collect();
         *targets.write().await = survivors;
-        let at = us();
+        // From the moment the process is gone (SIGTERM: from the signal).
+        let signalled = us();
         cluster.stop(leader, &args.signal);
+        let at = if args.signal == "kill" { us() } else { signalled };
         // Settle: long enough for any write sent around the stop to end.
         tokio::time::sleep(Duration::from_millis(args.timeout_ms + 1000)).await;
         let mut writes: Vec<Write> = log
