@@ -57,7 +57,9 @@ point() {
   shift 4
   local before after line
   before=$(cpu_ticks "$@")
-  line=$(wrk -t2 -c"$conns" -d"$DURATION" -s "$script" "$url" 2>&1 | grep '^WRK' || true)
+  # wrk refuses more threads than connections.
+  local threads=$((conns < 2 ? 1 : 2))
+  line=$(wrk -t"$threads" -c"$conns" -d"$DURATION" -s "$script" "$url" 2>&1 | grep '^WRK' || true)
   after=$(cpu_ticks "$@")
   [ -n "$line" ] || { echo "wrk produced no summary for $name" >&2; echo "0 0 0 0 0"; return; }
   set -- $line
@@ -118,7 +120,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 {
-  echo "# openraft-memory vs OpenRaft raft-kv-memstore ($(git -C "$OPENRAFT_SRC" log -1 --format=%h 2>/dev/null || echo '?')), $(date -u +%Y-%m-%d), $(nproc) cores, wrk -t2, $DURATION per point, worker threads ${WORKER_THREADS:-1} per node"
+  echo "# openraft-memory vs OpenRaft raft-kv-memstore ($(git -C "$OPENRAFT_SRC" log -1 --format=%h 2>/dev/null || echo '?')), $(date -u +%Y-%m-%d), $(nproc) cores, wrk -t2 (-t1 at 1 connection), $DURATION per point, worker threads ${WORKER_THREADS:-1} per node"
   echo
   echo "| round | system | conns | req/s | p50 ms | p99 ms | errors | CPU µs / write | req/s ratio | CPU ratio | p50 ratio |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
@@ -128,7 +130,7 @@ done
       for sys in example ours forwarded; do
         [ -n "${results[$sys,$c,$round]:-}" ] || continue
         read -r rps p50 p99 err cpu <<<"${results[$sys,$c,$round]}"
-        ratios=$(python3 -c "r,c,p,er,ec,ep=map(float,'$rps $cpu $p50 $e_rps $e_cpu $e_p50'.split()); print(f'{r/er:.2f}x | {c/ec:.2f}x | {p/ep:.2f}x')")
+        ratios=$(python3 -c "r,c,p,er,ec,ep=map(float,'$rps $cpu $p50 $e_rps $e_cpu $e_p50'.split()); q=lambda a,b: f'{a/b:.2f}x' if b else 'n/a'; print(f'{q(r,er)} | {q(c,ec)} | {q(p,ep)}')")
         echo "| $round | $sys | $c | $rps | $p50 | $p99 | $err | $cpu | $ratios |"
       done
     done

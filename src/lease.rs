@@ -36,6 +36,9 @@ struct LeaseState {
     /// The vote and voter configurations this node was first seen leading with, and when
     /// (check-quorum's baseline before a quorum of them accepted).
     leading: Option<(Vote, Vec<BTreeSet<NodeId>>, Instant)>,
+    /// The vote this node was first seen leading with, and when (kept across membership
+    /// changes, unlike `leading`).
+    led_since: Option<(Vote, Instant)>,
 }
 
 impl LeaderLease {
@@ -98,6 +101,9 @@ impl LeaderLease {
         now: Instant,
     ) -> Duration {
         let mut st = self.lock();
+        if st.led_since.is_none_or(|(v, _)| v != *vote) {
+            st.led_since = Some((*vote, now));
+        }
         // A new term, or a membership change (a voter just added has not been asked
         // anything yet), starts the count afresh.
         let since = match &st.leading {
@@ -109,6 +115,12 @@ impl LeaderLease {
         };
         let heard = st.quorum_acked_at(me, vote, configs, now).unwrap_or(since);
         now.saturating_duration_since(heard)
+    }
+
+    /// When check-quorum first saw this node leading with `vote` (it asks every tick, so
+    /// within a tick of the election); `None` before it did.
+    pub fn leading_since(&self, vote: &Vote) -> Option<Instant> {
+        self.lock().led_since.filter(|(v, _)| v == vote).map(|(_, t)| t)
     }
 }
 
@@ -133,6 +145,22 @@ impl LeaseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leading_since_is_when_a_vote_was_first_seen_leading_and_survives_membership_changes() {
+        let lease = LeaderLease::default();
+        let base = Instant::now();
+        let vote = Vote::new_committed(2, 1);
+        assert_eq!(lease.leading_since(&vote), None, "never seen leading");
+        lease.quorum_silence(1, &vote, &cfgs(&[&[1, 2, 3]]), at(base, 100));
+        lease.quorum_silence(1, &vote, &cfgs(&[&[1, 2, 3, 4, 5]]), at(base, 900));
+        assert_eq!(lease.leading_since(&vote), Some(at(base, 100)));
+        let next = Vote::new_committed(3, 1);
+        assert_eq!(lease.leading_since(&next), None, "another term's leadership");
+        lease.quorum_silence(1, &next, &cfgs(&[&[1, 2, 3]]), at(base, 2000));
+        assert_eq!(lease.leading_since(&next), Some(at(base, 2000)));
+        assert_eq!(lease.leading_since(&vote), None);
+    }
 
     #[test]
     fn quorum_silence_counts_from_the_last_quorum_acceptance_or_the_first_question_in_this_term_and_membership()

@@ -196,7 +196,7 @@ fn peer_messages_decode_or_fail_cleanly_from_arbitrary_bytes() {
     fuzz(prop::collection::vec(any::<u8>(), 0..4096), |bytes| {
         let len = bytes.len();
         let b = bytes.as_slice();
-        let decoders: [(&str, &dyn Fn()); 6] = [
+        let decoders: [(&str, &dyn Fn()); 7] = [
             ("AppendEntries", &|| {
                 if let Ok(req) = peer::AppendEntriesRequest::decode(b) {
                     let _ = convert_append(req);
@@ -218,6 +218,11 @@ fn peer_messages_decode_or_fail_cleanly_from_arbitrary_bytes() {
             }),
             ("PreVote", &|| {
                 let _ = peer::PreVoteRequest::decode(b);
+            }),
+            ("TimeoutNow", &|| {
+                if let Ok(t) = peer::TimeoutNowRequest::decode(b) {
+                    let _ = log_id_from_pb(t.last_log_id);
+                }
             }),
             ("Join", &|| {
                 let _ = peer::JoinRequest::decode(b);

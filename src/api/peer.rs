@@ -463,6 +463,22 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
             reason: answer.err().unwrap_or_default(),
         }))
     }
+
+    async fn timeout_now(
+        &self,
+        request: Request<peer::TimeoutNowRequest>,
+    ) -> Result<Response<peer::TimeoutNowResponse>, Status> {
+        self.authorize(&request, Peer::Member("TimeoutNow"))?;
+        self.check_target(&request)?;
+        let req = request.into_inner();
+        let last_log_id = log_id_from_pb(req.last_log_id).map_err(bad)?;
+        check_log_id("TimeoutNow last log id", last_log_id)?;
+        let answer = self.node.timeout_now(req.leader, req.term, last_log_id).await;
+        Ok(Response::new(peer::TimeoutNowResponse {
+            started: answer.is_ok(),
+            reason: answer.err().unwrap_or_default(),
+        }))
+    }
 }
 
 /// The peer protocol's answer for a [`NodeError`]; `network::peer::PeerError` decodes it on

@@ -1,14 +1,16 @@
 //! Leadership transfer on shutdown: a leader that is asked to stop hands over first, so
 //! clients see a short wait, not errors.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::model::Member;
 use crate::node::RaftNode;
 
-/// Moves leadership away from this node before it stops: it stops sending heartbeats, so
-/// the followers elect a new leader once the leader lease runs out, and waits for that.
-/// Stops waiting early when no other voter can take over (every one is unreachable or
+/// Moves leadership away from this node before it stops: it asks a caught-up voter to
+/// campaign now ([`RaftNode::transfer_leadership`]) and waits for the new leader. It also
+/// stops sending heartbeats, so that when the transfer cannot work (5 voters, a voter that
+/// does not answer) the followers still elect a leader once their leases run out. Stops
+/// waiting early when no other voter can take over (every one is unreachable or
 /// shutting down too, as when the whole cluster is stopped). Returns whether another node
 /// leads now.
 pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
@@ -30,6 +32,16 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     raft.runtime_config().heartbeat(false);
     raft.runtime_config().elect(false);
     let me = node.id();
+    let until = Instant::now() + deadline;
+    let transfer = async {
+        match node.transfer_leadership(until).await {
+            Ok(to) => tracing::info!(candidate = to, "asked a caught-up voter to campaign now"),
+            Err(why) => {
+                tracing::info!(reason = %why, "no voter campaigns at once: waiting for the followers' leases to run out")
+            }
+        }
+        std::future::pending::<std::convert::Infallible>().await
+    };
     let wait = raft.wait(Some(deadline));
     let moved = wait.metrics(
         |m| m.current_leader.is_some() && m.current_leader != Some(me),
@@ -46,6 +58,7 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
                 false
             }
         },
+        never = transfer => match never {},
         () = nobody_can_take_over(node, &others) => {
             tracing::info!("no other voter can take over (each is stopped or stopping): not waiting for a hand-over");
             false

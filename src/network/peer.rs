@@ -238,6 +238,34 @@ impl PeerClients {
         Ok(if resp.granted { Ok(()) } else { Err(resp.reason) })
     }
 
+    /// Asks voter `id` at `to` to campaign now, because this node, the leader of `term`
+    /// whose log ends at `last_log_id`, is stepping aside. `Ok(Err(reason))`: it would not.
+    pub async fn timeout_now(
+        &self,
+        to: &Member,
+        id: NodeId,
+        leader: NodeId,
+        term: u64,
+        last_log_id: Option<crate::LogId>,
+        deadline: Instant,
+    ) -> Result<Result<(), String>, PeerError> {
+        let mut req = super::client::addressed(
+            peer::TimeoutNowRequest {
+                leader,
+                term,
+                last_log_id: crate::pb::convert::log_id_to_pb(last_log_id),
+            },
+            id,
+        );
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let resp = self
+            .call("timeout_now", to, deadline, |mut c| async move {
+                c.timeout_now(req).await
+            })
+            .await?;
+        Ok(if resp.started { Ok(()) } else { Err(resp.reason) })
+    }
+
     /// One call to `to`, bounded by `deadline`, timed in `peer_rpc_duration_seconds`.
     async fn call<T, F, Fut>(&self, rpc: &str, to: &Member, deadline: Instant, f: F) -> Result<T, PeerError>
     where

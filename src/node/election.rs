@@ -12,7 +12,7 @@
 //! Here, every heartbeat, a voter that is not leading checks whether an election is due
 //! (the only voter of a single-node cluster at once):
 //! as follower, when its leader has been silent for `election_timeout_max` plus a fresh
-//! random part of `election_timeout_min` (by then the other followers' leases, counted from
+//! random part of `election_timeout_max - election_timeout_min` (by then the other followers' leases, counted from
 //! the same last heartbeat, have run out, so the first round can win); otherwise (no leader,
 //! or a round that stayed undecided) after a fresh random `election_timeout_min..=max` since
 //! the vote last changed. Then it asks every voter for a pre-vote ([`RaftNode::pre_vote`]:
@@ -54,11 +54,15 @@ impl ElectionTimer {
     }
 }
 
-/// A follower's wait after its leader's last heartbeat: `election_timeout_max` plus a
-/// random part of `election_timeout_min`, so that two followers rarely ask within one
-/// round trip of each other.
+/// A follower's wait after its leader's last heartbeat: `election_timeout_max` (until then
+/// the other followers' leases refuse any vote) plus a random part of the election
+/// timeout's spread (`max - min`), so that two followers rarely ask within one round trip
+/// of each other.
 fn follower_wait(raft: &RaftSettings) -> Duration {
-    raft.election_timeout_max + random_between(Duration::ZERO, raft.election_timeout_min)
+    let spread = raft
+        .election_timeout_max
+        .saturating_sub(raft.election_timeout_min);
+    raft.election_timeout_max + random_between(Duration::ZERO, spread)
 }
 
 /// The wait without a leader to follow: a random election timeout.
@@ -217,7 +221,7 @@ impl RaftNode {
     }
 }
 
-fn show(id: Option<LogId>) -> String {
+pub(super) fn show(id: Option<LogId>) -> String {
     id.map_or_else(
         || "the start".to_owned(),
         |l| format!("index {} of term {}", l.index, l.leader_id.term),

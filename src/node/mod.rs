@@ -15,6 +15,7 @@ mod leader;
 mod membership;
 mod read;
 mod rounds;
+mod transfer;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -221,6 +221,39 @@ async fn pre_vote(node: &Node, candidate: u64, last: Option<(u64, u64)>) -> peer
     c.pre_vote(req).await.expect("pre-vote answered").into_inner()
 }
 
+/// Asks `node` to campaign now on behalf of `leader` in `term`, whose log ends at
+/// (`last_term`, `index`) (the leadership-transfer RPC).
+async fn timeout_now(
+    node: &Node,
+    leader: u64,
+    term: u64,
+    last: Option<(u64, u64)>,
+) -> peer::TimeoutNowResponse {
+    let id = node.cluster().await.expect("cluster")["node"]["id"]
+        .as_u64()
+        .expect("id");
+    let mut c = RaftPeerClient::connect(format!("http://{}:{RAFT_PORT}", node.ip))
+        .await
+        .expect("peer connect");
+    let mut req = tonic::Request::new(peer::TimeoutNowRequest {
+        leader,
+        term,
+        last_log_id: last.map(|(term, index)| peer::LogId {
+            leader_id: Some(peer::LeaderId {
+                term,
+                node_id: leader,
+            }),
+            index,
+        }),
+    });
+    req.metadata_mut()
+        .insert("x-raft-target-node", id.to_string().parse().expect("ascii"));
+    c.timeout_now(req)
+        .await
+        .expect("timeout-now answered")
+        .into_inner()
+}
+
 fn term_of(info: &Value) -> u64 {
     info["node"]["term"].as_u64().expect("term")
 }
@@ -270,6 +303,37 @@ async fn pre_votes_are_refused_while_a_leader_is_heard_or_for_a_shorter_log() {
     let info = l.cluster().await.expect("cluster");
     assert_eq!(term_of(&info), term, "{info}");
     assert_eq!(info["node"]["state"], "Leader", "{info}");
+}
+
+/// Only the leader a voter follows may make it campaign at once, and only when the voter
+/// holds the leader's whole log; a refused request changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_now_is_refused_unless_the_followed_leader_asks_for_a_log_the_voter_holds() {
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    assert_eq!(
+        post(&c.nodes[leader], &json_student(1, "a", 1.0)).await.status(),
+        201
+    );
+    let info = c.nodes[leader].cluster().await.expect("cluster");
+    let (leader_id, term) = (info["node"]["id"].as_u64().expect("id"), term_of(&info));
+    let follower = &c.nodes[(leader + 1) % 3];
+
+    let r = timeout_now(follower, 4242, term, None).await;
+    assert!(!r.started && r.reason.contains("does not follow 4242"), "{r:?}");
+    let r = timeout_now(follower, leader_id, term + 1, None).await;
+    assert!(!r.started && r.reason.contains("does not follow"), "{r:?}");
+    let r = timeout_now(follower, leader_id, term, Some((term, 1_000_000))).await;
+    assert!(!r.started && r.reason.contains("before the leader's"), "{r:?}");
+    let r = timeout_now(&c.nodes[leader], leader_id, term, None).await;
+    assert!(!r.started && r.reason.contains("leads"), "{r:?}");
+
+    for n in &c.nodes {
+        let info = n.cluster().await.expect("cluster");
+        assert_eq!(term_of(&info), term, "{info}");
+        assert_eq!(info["leader"]["id"].as_u64(), Some(leader_id), "{info}");
+    }
 }
 
 /// A node that cannot win an election does not start one: the last of three voters,

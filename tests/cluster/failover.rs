@@ -112,6 +112,22 @@ async fn sigterm_to_the_leader_moves_leadership_and_exits_zero() {
         log.contains("leadership moved"),
         "the leader handed over before exiting:\n{log}"
     );
+    // Through a transfer: one caught-up follower was asked to campaign at once (rather
+    // than both waiting for their leases to run out), and it did.
+    assert!(
+        log.contains("asked a caught-up voter to campaign now"),
+        "the leader transferred leadership:\n{log}"
+    );
+    let asked: Vec<String> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| std::fs::read_to_string(&c.nodes[i].log).expect("log"))
+        .filter(|l| l.contains("the leader is handing over to this node"))
+        .collect();
+    assert_eq!(
+        asked.len(),
+        1,
+        "exactly one follower campaigned on the leader's request"
+    );
     assert_eq!(
         post(&c.nodes[other], &json_student(1, "after", 1.0))
             .await
@@ -120,11 +136,15 @@ async fn sigterm_to_the_leader_moves_leadership_and_exits_zero() {
     );
 }
 
+/// The whole cluster stopped at once: whoever leads at each moment may hand over to a
+/// voter that is itself stopping, but nobody waits out the shutdown deadline for a
+/// hand-over that cannot happen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_whole_cluster_does_not_wait_for_a_hand_over_nobody_can_take() {
     let mut c = Cluster::new(3, vec![]);
     c.start_all();
-    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    c.wait_stable(&[0, 1, 2], 3).await;
+    let signalled = Instant::now();
     for n in &c.nodes {
         n.signal("TERM");
     }
@@ -136,10 +156,39 @@ async fn stopping_the_whole_cluster_does_not_wait_for_a_hand_over_nobody_can_tak
             n.name
         );
     }
+    // The shutdown deadline is 20 s; half of it bounds the hand-over wait.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the nodes waited for a hand-over: {:?}",
+        signalled.elapsed()
+    );
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(&n.log).expect("log");
+        assert!(
+            !log.contains("leadership did not move before the deadline"),
+            "{}:\n{log}",
+            n.name
+        );
+    }
+}
+
+/// A leader whose followers are gone learns that nobody can take over (their status does
+/// not answer) and stops without waiting for a hand-over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_followers_stopped_does_not_wait_for_a_hand_over() {
+    let mut c = Cluster::new(3, vec![]);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    for i in (0..3).filter(|i| *i != leader) {
+        c.nodes[i].signal("TERM");
+        assert_eq!(c.nodes[i].wait_exit(Duration::from_secs(25)).await, Some(0));
+    }
+    c.nodes[leader].signal("TERM");
+    assert_eq!(c.nodes[leader].wait_exit(Duration::from_secs(25)).await, Some(0));
     let log = std::fs::read_to_string(&c.nodes[leader].log).expect("log");
     assert!(
         log.contains("no other voter can take over"),
-        "the leader saw its followers stopping and did not wait for a hand-over:\n{log}"
+        "the leader saw its followers stopped and did not wait for a hand-over:\n{log}"
     );
     assert!(
         !log.contains("leadership did not move before the deadline"),
