@@ -27,7 +27,11 @@ report="$out/compare-$stamp.md"
 example_dir="$OPENRAFT_SRC/examples/raft-kv-memstore"
 
 cargo build --release --quiet --bin openraft-memory
-cargo build --release --quiet --manifest-path "$example_dir/Cargo.toml"
+# The OpenRaft repository pins a nightly toolchain (rust-toolchain); its example builds with
+# the stable one this project uses, which is also the only one a machine without internet has.
+toolchain=$(rustup show active-toolchain 2>/dev/null | cut -d' ' -f1 || true)
+RUSTUP_TOOLCHAIN=${EXAMPLE_TOOLCHAIN:-${toolchain:-stable}} \
+  cargo build --release --quiet --manifest-path "$example_dir/Cargo.toml"
 BIN=target/release/openraft-memory
 EXAMPLE="$example_dir/target/release/raft-key-value"
 hz=$(getconf CLK_TCK)
