@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -94,9 +94,10 @@ fn check(
     outcome.map(drop)
 }
 
-/// REST middleware: refuses a request its caller may not make (401 with
-/// `WWW-Authenticate: Bearer`, or 403), before the handler runs.
-pub async fn rest(State(node): State<RaftNode>, req: Request, next: Next) -> Response {
+/// The REST side, run by the REST edge's one middleware (`api::rest::observe`): refuses a
+/// request its caller may not make (401 with `WWW-Authenticate: Bearer`, or 403) before
+/// the handler runs, and otherwise runs it.
+pub async fn rest(node: &RaftNode, req: Request, next: Next) -> Response {
     let security = node.security();
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
     let needed = rest_role(req.method(), route, security.anonymous_metrics());

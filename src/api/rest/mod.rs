@@ -145,7 +145,7 @@ pub fn router(node: RaftNode) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(node.clone(), super::authz::rest))
+        // One middleware, not one per concern: each layer boxes the request's future again.
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
 }
@@ -166,7 +166,8 @@ fn method_label(m: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Records request metrics by route template and bounds the handling time.
+/// Records request metrics by route template, bounds the handling time and authorizes
+/// (`api::authz`) inside that bound.
 async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Response {
     // Cheap clones (a standard method is inline, a matched path is shared): no allocation.
     let method = req.method().clone();
@@ -180,7 +181,7 @@ async fn observe(State(node): State<RaftNode>, req: Request, next: Next) -> Resp
         .with_label_values(&[method_label, route])
         .start_timer();
     let timeout = node.settings().http.request_timeout;
-    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
+    let resp = match tokio::time::timeout(timeout, super::authz::rest(&node, req, next)).await {
         Ok(r) => r,
         Err(_) => ApiError::Node(crate::node::NodeError::Timeout(format!(
             "request not handled within {timeout:?}"
