@@ -14,6 +14,8 @@
 #
 # Usage: OPENRAFT_SRC=/path/to/openraft scripts/bench-compare.sh
 #        DURATION=10s ROUNDS=2 WORKER_THREADS=0 ...   (0: the runtime's default threads)
+#        BASELINE_BIN=/tmp/openraft-memory-old ...    (also runs that build of ours, e.g. from
+#                                                      an earlier commit, in the same rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OPENRAFT_SRC:?set OPENRAFT_SRC to a checkout of github.com/databendlabs/openraft}"
@@ -33,6 +35,12 @@ toolchain=$(rustup show active-toolchain 2>/dev/null | cut -d' ' -f1 || true)
 RUSTUP_TOOLCHAIN=${EXAMPLE_TOOLCHAIN:-${toolchain:-stable}} \
   cargo build --release --quiet --manifest-path "$example_dir/Cargo.toml"
 BIN=target/release/openraft-memory
+BASELINE_BIN=${BASELINE_BIN:-}
+if [ -n "$BASELINE_BIN" ]; then
+  [ -x "$BASELINE_BIN" ] || { echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2; exit 1; }
+  # local-cluster.sh and pgrep tell the builds apart by their paths.
+  BASELINE_BIN=$(realpath "$BASELINE_BIN")
+fi
 EXAMPLE="$example_dir/target/release/raft-key-value"
 hz=$(getconf CLK_TCK)
 
@@ -76,15 +84,17 @@ print(rps, p50, p99, errors, f"{int(ticks) / int(hz) * 1e6 / acked:.0f}")
 EOF
 }
 
+# start_ours BIN : a local 3-node cluster of that build.
 start_ours() {
-  WORKER_THREADS=${WORKER_THREADS:-1} BIN=$BIN scripts/local-cluster.sh 3 >"$out/compare-ours.log" 2>&1 &
+  local bin=$1
+  WORKER_THREADS=${WORKER_THREADS:-1} BIN=$bin scripts/local-cluster.sh 3 >"$out/compare-ours.log" 2>&1 &
   pids+=($!)
   . scripts/lib.sh
   wait_ready 8080 8081 8082 || { echo "our cluster is not ready; see $out/compare-ours.log" >&2; exit 1; }
   leader_i=$(leader_index)
   ours_leader=http://127.0.0.1:$((8080 + leader_i))
   ours_follower=http://127.0.0.1:$((8080 + (leader_i + 1) % 3))
-  mapfile -t ours_pids < <(pgrep -f "$BIN serve --node-name node-")
+  mapfile -t ours_pids < <(pgrep -f "$bin serve --node-name node-")
 }
 
 start_example() {
@@ -114,24 +124,30 @@ for round in $(seq 1 "$ROUNDS"); do
     results[example,$c,$round]=$(point example http://127.0.0.1:21001 scripts/wrk/kv-set.lua "$c" "${example_pids[@]}")
   done
   stop_all
-  echo "round $round: openraft-memory"
-  start_ours
-  for c in 64 1; do
-    results[ours,$c,$round]=$(point ours "$ours_leader" scripts/wrk/create-student.lua "$c" "${ours_pids[@]}")
+  for build in ours ${BASELINE_BIN:+baseline}; do
+    echo "round $round: openraft-memory ($build)"
+    bin=$BIN
+    [ "$build" = ours ] || bin=$BASELINE_BIN
+    fwd=forwarded
+    [ "$build" = ours ] || fwd=baseline-forwarded
+    start_ours "$bin"
+    for c in 64 1; do
+      results[$build,$c,$round]=$(point "$build" "$ours_leader" scripts/wrk/create-student.lua "$c" "${ours_pids[@]}")
+    done
+    results[$fwd,64,$round]=$(point "$fwd" "$ours_follower" scripts/wrk/create-student.lua 64 "${ours_pids[@]}")
+    stop_all
   done
-  results[forwarded,64,$round]=$(point forwarded "$ours_follower" scripts/wrk/create-student.lua 64 "${ours_pids[@]}")
-  stop_all
 done
 
 {
-  echo "# openraft-memory vs OpenRaft raft-kv-memstore ($(git -C "$OPENRAFT_SRC" log -1 --format=%h 2>/dev/null || echo '?')), $(date -u +%Y-%m-%d), $(nproc) cores, wrk -t2 (-t1 at 1 connection), $DURATION per point, worker threads ${WORKER_THREADS:-1} per node"
+  echo "# openraft-memory vs OpenRaft raft-kv-memstore ($(git -C "$OPENRAFT_SRC" log -1 --format=%h 2>/dev/null || echo '?')), $(date -u +%Y-%m-%d), $(nproc) cores, wrk -t2 (-t1 at 1 connection), $DURATION per point, worker threads ${WORKER_THREADS:-1} per node${BASELINE_BIN:+; baseline: $BASELINE_BIN}"
   echo
   echo "| round | system | conns | req/s | p50 ms | p99 ms | errors | CPU µs / write | req/s ratio | CPU ratio | p50 ratio |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for round in $(seq 1 "$ROUNDS"); do
     for c in 64 1; do
       read -r e_rps e_p50 _ _ e_cpu <<<"${results[example,$c,$round]}"
-      for sys in example ours forwarded; do
+      for sys in example ours forwarded baseline baseline-forwarded; do
         [ -n "${results[$sys,$c,$round]:-}" ] || continue
         read -r rps p50 p99 err cpu <<<"${results[$sys,$c,$round]}"
         ratios=$(python3 -c "r,c,p,er,ec,ep=map(float,'$rps $cpu $p50 $e_rps $e_cpu $e_p50'.split()); q=lambda a,b: f'{a/b:.2f}x' if b else 'n/a'; print(f'{q(r,er)} | {q(c,ec)} | {q(p,ep)}')")
