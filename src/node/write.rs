@@ -37,7 +37,9 @@ impl RaftNode {
             async move {
                 match target {
                     Target::Here => self.write_local(cmd, deadline).await,
-                    Target::Peer(leader) => self.forward_write(&leader, cmd, deadline).await,
+                    // Boxed: the gRPC call's future is ~4.5 KB, and inline it would make
+                    // every write's future (and each copy of it, on the leader too) that big.
+                    Target::Peer(leader) => Box::pin(self.forward_write(&leader, cmd, deadline)).await,
                 }
             }
         })

@@ -325,3 +325,68 @@ async fn rest_errors_are_problem_json_with_the_right_status() {
     let (_, page) = get_json(format!("{}/students", node.http())).await;
     assert_eq!(page["students"].as_array().map(Vec::len), Some(1));
 }
+
+/// `runtime.worker_threads = 1` runs each node on tokio's current-thread scheduler (what
+/// `scripts/local-cluster.sh` uses): the whole node — Raft, replication, forwarding, both
+/// client ports, a graceful stop — must work on that one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_on_one_thread_per_node_serves_and_stops() {
+    let one_thread = vec![(
+        "OPENRAFT_MEMORY__RUNTIME__WORKER_THREADS".to_string(),
+        "1".to_string(),
+    )];
+    let mut c = Cluster::new(3, one_thread);
+    c.start_all();
+    let leader = c.wait_stable(&[0, 1, 2], 3).await;
+    let follower = (leader + 1) % 3;
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+        // The log is coloured: drop the escape sequences before looking for the field.
+        let mut parts = log.split('\u{1b}');
+        let mut plain = parts.next().unwrap_or_default().to_owned();
+        for p in parts {
+            plain.push_str(p.split_once('m').map_or(p, |(_, rest)| rest));
+        }
+        assert!(
+            plain.contains("runtime started worker_threads=1"),
+            "{}: {}",
+            n.name,
+            n.log_tail()
+        );
+    }
+    assert_eq!(
+        post(&c.nodes[leader], &json_student(1, "Ada", 91.5))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        post(&c.nodes[follower], &json_student(2, "Grace", 88.0))
+            .await
+            .status(),
+        201
+    );
+    for n in &c.nodes {
+        let (status, body) = get_json(format!("{}/students/2", n.http())).await;
+        assert_eq!(status, 200, "{}", n.name);
+        assert_eq!(fields(&body), json_student(2, "Grace", 88.0));
+    }
+    let mut grpc = c.nodes[follower].grpc().await;
+    let got = grpc
+        .get_student(client::GetStudentRequest {
+            id: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("gRPC get on a one-thread follower")
+        .into_inner();
+    assert_eq!(got.name, "Ada");
+
+    c.nodes[leader].signal("TERM");
+    assert_eq!(
+        c.nodes[leader].wait_exit(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        c.nodes[leader].log_tail()
+    );
+}

@@ -14,7 +14,7 @@ mod watch;
 
 use std::sync::LazyLock;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -139,13 +139,13 @@ pub fn openapi_json() -> &'static str {
 
 /// Builds the REST router for `node`.
 pub fn router(node: RaftNode) -> Router {
-    let max_body = node.settings().http.max_body_bytes;
     let (router, _) = routes().split_for_parts();
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body))
-        // One middleware, not one per concern: each layer boxes the request's future again.
+        // One middleware, not one per concern: each router layer wraps every route in one
+        // more boxed service, cloned and boxed again per request (the body limit is applied
+        // by the `Body` extractor for the same reason).
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
 }
