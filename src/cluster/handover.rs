@@ -35,7 +35,7 @@ pub async fn hand_over_leadership(node: &RaftNode, deadline: Duration) -> bool {
     let until = Instant::now() + deadline;
     let transfer = async {
         match node.transfer_leadership(until).await {
-            Ok(to) => tracing::info!(candidate = to, "asked a caught-up voter to campaign now"),
+            Ok(to) => tracing::info!(candidate = to, "the voter accepted the hand-over"),
             Err(why) => {
                 tracing::info!(reason = %why, "no voter campaigns at once: waiting for the followers' leases to run out")
             }

@@ -133,6 +133,10 @@ impl RaftNode {
             // does not answer within a heartbeat is not the one to wait for.
             let deadline =
                 (Instant::now() + raft_settings.heartbeat_interval.max(Duration::from_millis(50))).min(until);
+            // Logged as the request leaves, not when it is answered: the voter campaigns on
+            // receipt, and the hand-over stops waiting (dropping this call) as soon as it
+            // sees the new leader, which can be before the answer arrives.
+            tracing::info!(candidate = %member.name, "asked a caught-up voter to campaign now");
             match self
                 .inner
                 .peers
