@@ -11,6 +11,7 @@
 mod fetch;
 mod schedule;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ const PART_BYTES: usize = 5 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 /// Bytes encoded at a time while producing a backup.
 const ENCODE_CHUNK: usize = 256 << 10;
+/// How long aborting a failed or cancelled upload may take (the store may be unreachable).
+const ABORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What went wrong with a backup target.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,9 @@ pub enum BackupError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The upload was cancelled (the node is stopping) and aborted.
+    #[error("the upload was cancelled: the node is stopping")]
+    Cancelled,
     /// A local file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -72,6 +78,7 @@ impl BackupError {
             BackupError::Store(_) => "store",
             BackupError::Damaged { .. } => "damaged",
             BackupError::Io { .. } => "io",
+            BackupError::Cancelled => "cancelled",
         }
     }
 }
@@ -182,8 +189,14 @@ impl Target {
     }
 
     /// Uploads `backup` as one multipart object, encoding it part by part: memory stays at
-    /// [`PARTS_IN_FLIGHT`] + 1 parts whatever its size.
-    pub async fn upload(&self, backup: Backup, taken_ms: u64) -> Result<Stored, BackupError> {
+    /// [`PARTS_IN_FLIGHT`] + 1 parts whatever its size. If `cancel` completes first (the
+    /// node is stopping), the upload is aborted and [`BackupError::Cancelled`] answered.
+    pub async fn upload(
+        &self,
+        backup: Backup,
+        taken_ms: u64,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<Stored, BackupError> {
         let name = BackupName {
             revision: backup.index,
             taken_ms,
@@ -192,7 +205,8 @@ impl Target {
         let size = backup.len;
         let location = self.prefix.clone().join(name.file_name());
         // Encoding a chunk is a few hundred microseconds of CPU: fine between awaits.
-        self.put_streamed(&location, backup.chunks(ENCODE_CHUNK)).await?;
+        self.put_streamed(&location, backup.chunks(ENCODE_CHUNK), cancel)
+            .await?;
         Ok(Stored { location, name, size })
     }
 
@@ -213,7 +227,8 @@ impl Target {
             crc32: crc32fast::hash(&bytes),
         };
         let location = self.prefix.clone().join(name.file_name());
-        self.put_streamed(&location, bytes.chunks(PART_BYTES)).await?;
+        self.put_streamed(&location, bytes.chunks(PART_BYTES), std::future::pending())
+            .await?;
         Ok(Stored {
             location,
             name,
@@ -221,31 +236,54 @@ impl Target {
         })
     }
 
-    /// Writes `pieces` as one multipart object. A failed upload is aborted, so no partial
-    /// object is ever listed (a multipart object exists only once completed).
+    /// Writes `pieces` as one multipart object. A failed or cancelled upload is aborted, so
+    /// no partial object is listed (a multipart object exists only once completed) and no
+    /// uploaded parts are left for the bucket to bill until a lifecycle rule clears them.
     async fn put_streamed<P: AsRef<[u8]>>(
         &self,
         location: &Path,
         pieces: impl Iterator<Item = P>,
+        cancel: impl Future<Output = ()>,
     ) -> Result<(), BackupError> {
         let upload = self.store.put_multipart(location).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-        let mut result = Ok(());
-        for piece in pieces {
-            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                result = Err(e);
-                break;
+        let mut cancel = std::pin::pin!(cancel);
+        let mut failed = None;
+        // The last `wait_for_capacity(0)` lets every part finish before `finish`, which
+        // takes the writer: past that point a cancel could no longer abort it.
+        for piece in pieces.map(Some).chain([None]) {
+            let room = if piece.is_some() { PARTS_IN_FLIGHT } else { 0 };
+            tokio::select! {
+                waited = writer.wait_for_capacity(room) => if let Err(e) = waited {
+                    failed = Some(BackupError::Store(e));
+                    break;
+                },
+                () = &mut cancel => {
+                    failed = Some(BackupError::Cancelled);
+                    break;
+                }
             }
-            writer.write(piece.as_ref());
+            if let Some(piece) = piece {
+                writer.write(piece.as_ref());
+            }
         }
-        match result {
-            Ok(()) => {
+        match failed {
+            None => {
                 writer.finish().await?;
                 Ok(())
             }
-            Err(e) => {
-                let _ = writer.abort().await;
-                Err(e.into())
+            Some(e) => {
+                // Bounded: the store may be the thing that is gone.
+                match tokio::time::timeout(ABORT_TIMEOUT, writer.abort()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(a)) => {
+                        tracing::warn!(error = %a, object = %location, "cannot abort the multipart upload; the bucket keeps its parts until a lifecycle rule clears them")
+                    }
+                    Err(_) => {
+                        tracing::warn!(object = %location, "aborting the multipart upload timed out; the bucket keeps its parts until a lifecycle rule clears them")
+                    }
+                }
+                Err(e)
             }
         }
     }

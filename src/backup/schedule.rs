@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::{Stored, Target};
+use super::{BackupError, Stored, Target};
 use crate::metrics::Metrics;
 use crate::node::RaftNode;
 
@@ -69,12 +69,12 @@ pub async fn run(node: RaftNode, mut stop: watch::Receiver<bool>) {
             if !wait(&node, &mut stop, Some(next)).await {
                 break;
             }
-            let attempt = backup_once(&node, &target, &metrics, settings.keep);
-            let outcome = tokio::select! {
-                outcome = attempt => outcome,
-                // An upload cut short is never completed, so no partial backup is listed.
-                _ = stop.wait_for(|s| *s) => return,
-            };
+            // A stop during the attempt aborts its upload (no parts left in the bucket)
+            // and ends it early; what it answers then is not a failure.
+            let outcome = backup_once(&node, &target, &metrics, settings.keep, &stop).await;
+            if *stop.borrow() {
+                return;
+            }
             match outcome {
                 Ok(()) => {
                     next = settings.interval;
@@ -125,11 +125,23 @@ async fn backup_once(
     target: &Target,
     metrics: &Metrics,
     keep: usize,
+    stop: &watch::Receiver<bool>,
 ) -> Result<(), &'static str> {
+    let stopped = || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
     let started = std::time::Instant::now();
     let sm = node.state_machine().clone();
     // The sizing pass encodes every record once: CPU work, off the runtime.
-    let backup = match tokio::task::spawn_blocking(move || sm.backup()).await {
+    let taking = tokio::task::spawn_blocking(move || sm.backup());
+    let taken = tokio::select! {
+        taken = taking => taken,
+        () = stopped() => return Err("cancelled"),
+    };
+    let backup = match taken {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot take a backup; retrying");
@@ -142,8 +154,12 @@ async fn backup_once(
     };
     let records = backup.records();
     let taken_ms = since_epoch().as_millis() as u64;
-    let stored = match target.upload(backup, taken_ms).await {
+    let stored = match target.upload(backup, taken_ms, stopped()).await {
         Ok(s) => s,
+        Err(BackupError::Cancelled) => {
+            tracing::info!(target = %target.url(), "backup upload aborted: the node is stopping");
+            return Err("cancelled");
+        }
         Err(e) => {
             tracing::warn!(error = ?e, target = %target.url(), "backup upload failed; retrying with backoff");
             return Err("upload");
@@ -156,7 +172,12 @@ async fn backup_once(
     note_success(metrics, &stored);
     tracing::info!(backup = %stored.location, revision = stored.name.revision, bytes = stored.size, records,
         took_ms = took.as_millis() as u64, "backup uploaded");
-    match target.prune(keep).await {
+    // The backup is safe; a stop only postpones the retention to the next leader's round.
+    let pruned = tokio::select! {
+        pruned = target.prune(keep) => pruned,
+        () = stopped() => return Ok(()),
+    };
+    match pruned {
         Ok(deleted) => {
             for d in deleted {
                 tracing::info!(backup = %d.location, keep, "deleted an old backup (backup.keep)");

@@ -400,6 +400,55 @@ async fn a_large_backup_uploads_with_flat_memory_and_a_lost_server_is_retried() 
         },
     )
     .await;
+
+    // SIGTERM in the middle of an upload: the node aborts it (no parts left behind in the
+    // bucket, no partial backup listed) and still exits 0.
+    let complete = backups(&store, "db").await;
+    wait_for(
+        "another multipart upload in progress",
+        Duration::from_secs(30),
+        || async {
+            let listing = http().get(&uploads).send().await.ok()?.text().await.ok()?;
+            listing.contains("<UploadId>").then_some(())
+        },
+    )
+    .await;
+    node.signal("TERM");
+    assert_eq!(
+        node.wait_exit(Duration::from_secs(30)).await,
+        Some(0),
+        "a node stopping mid-upload exits 0: {}",
+        node.log_tail()
+    );
+    let listing = http()
+        .get(&uploads)
+        .send()
+        .await
+        .expect("list uploads")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !listing.contains("<UploadId>"),
+        "the cut upload is aborted, not left in progress: {listing}"
+    );
+    // The stop may land while the last part is being completed (then the backup finishes);
+    // anywhere before that, the upload is aborted and the log says so.
+    let after = backups(&store, "db").await;
+    let finished = after.iter().any(|b| !complete.contains(b));
+    let log = std::fs::read_to_string(&node.log).expect("log");
+    eprintln!(
+        "SIGTERM mid-upload: the upload {}",
+        if finished {
+            "was completing and finished"
+        } else {
+            "was aborted"
+        }
+    );
+    assert!(
+        finished || log.contains("backup upload aborted: the node is stopping"),
+        "the log says the upload was aborted: {complete:?} then {after:?}"
+    );
 }
 
 /// `/proc/<pid>/status` field in KiB.
