@@ -2,6 +2,7 @@
 # End-to-end test of deploy/compose with the runtime image built from the static binary
 # (no base image pull). Called by .ci/run; skips with a message when there is no Docker daemon.
 #   deploy/compose/e2e.sh            (BIN=path/to/static/openraft-memory to skip the build)
+#   PROFILE=dev deploy/compose/e2e.sh   (a debug build of the binary: what .ci/run uses)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,10 +20,15 @@ else
 fi
 
 target=x86_64-unknown-linux-gnu
-BIN=${BIN:-target/$target/release/openraft-memory}
+PROFILE=${PROFILE:-release}
+case $PROFILE in
+  dev) out=debug ;;
+  *) out=$PROFILE ;;
+esac
+BIN=${BIN:-target/$target/$out/openraft-memory}
 if [ ! -x "$BIN" ]; then
   RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
-    cargo build --release --locked --target "$target"
+    cargo build --profile "$PROFILE" --locked --target "$target" --bin openraft-memory
 fi
 ctx=$(mktemp -d)
 cp "$BIN" "$ctx/openraft-memory"
