@@ -356,15 +356,7 @@ async fn a_large_backup_uploads_with_flat_memory_and_a_lost_server_is_retried() 
     // (ListMultipartUploads) when it is killed.
     let failures = metric(&node, "openraft_memory_backup_failures_total{reason=\"upload\"}").await;
     let uploads = format!("{}/big?uploads", moto.endpoint());
-    wait_for(
-        "a multipart upload in progress",
-        Duration::from_secs(30),
-        || async {
-            let listing = http().get(&uploads).send().await.ok()?.text().await.ok()?;
-            listing.contains("<UploadId>").then_some(())
-        },
-    )
-    .await;
+    wait_for_upload_in_progress(&uploads).await;
     moto.stop();
     for i in 0..50 {
         let r = http()
@@ -404,15 +396,7 @@ async fn a_large_backup_uploads_with_flat_memory_and_a_lost_server_is_retried() 
     // SIGTERM in the middle of an upload: the node aborts it (no parts left behind in the
     // bucket, no partial backup listed) and still exits 0.
     let complete = backups(&store, "db").await;
-    wait_for(
-        "another multipart upload in progress",
-        Duration::from_secs(30),
-        || async {
-            let listing = http().get(&uploads).send().await.ok()?.text().await.ok()?;
-            listing.contains("<UploadId>").then_some(())
-        },
-    )
-    .await;
+    wait_for_upload_in_progress(&uploads).await;
     node.signal("TERM");
     assert_eq!(
         node.wait_exit(Duration::from_secs(30)).await,
@@ -420,14 +404,7 @@ async fn a_large_backup_uploads_with_flat_memory_and_a_lost_server_is_retried() 
         "a node stopping mid-upload exits 0: {}",
         node.log_tail()
     );
-    let listing = http()
-        .get(&uploads)
-        .send()
-        .await
-        .expect("list uploads")
-        .text()
-        .await
-        .expect("body");
+    let listing = multipart_uploads(&uploads).await.expect("list uploads");
     assert!(
         !listing.contains("<UploadId>"),
         "the cut upload is aborted, not left in progress: {listing}"
@@ -449,6 +426,26 @@ async fn a_large_backup_uploads_with_flat_memory_and_a_lost_server_is_retried() 
         finished || log.contains("backup upload aborted: the node is stopping"),
         "the log says the upload was aborted: {complete:?} then {after:?}"
     );
+}
+
+/// The bucket's ListMultipartUploads answer (XML) at `uploads` (`<bucket>?uploads`).
+async fn multipart_uploads(uploads: &str) -> Option<String> {
+    http().get(uploads).send().await.ok()?.text().await.ok()
+}
+
+/// Waits until the bucket lists a multipart upload in progress.
+async fn wait_for_upload_in_progress(uploads: &str) {
+    wait_for(
+        "a multipart upload in progress",
+        Duration::from_secs(30),
+        || async {
+            multipart_uploads(uploads)
+                .await?
+                .contains("<UploadId>")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// `/proc/<pid>/status` field in KiB.
