@@ -70,6 +70,10 @@ pub struct Metrics {
     pub read_index_rounds: Histogram,
     /// Leadership confirmations for reads vouched for by the leader lease.
     pub lease_confirmations: IntCounter,
+    /// Commit notices the leader held that the next AppendEntries carried.
+    pub commit_notices_carried: IntCounter,
+    /// Commit notices the leader held that a heartbeat had to deliver.
+    pub commit_notices_flushed: IntCounter,
     /// Leadership confirmations for reads made by a heartbeat round.
     pub heartbeat_confirmations: IntCounter,
     /// Client writes proposed together in one log entry (or one forwarded request).
@@ -246,7 +250,15 @@ impl Metrics {
             );
             registry.register(Box::new(pc)).expect("unique metric");
         }
+        let commit_notices = counter_vec(
+            r,
+            "commit_notices_held_total",
+            "Commit-only AppendEntries held back, by how they reached the follower: carried (by the next AppendEntries) or flushed (by a heartbeat after raft.commit_hold, or for a follower's read)",
+            &["delivery"],
+        );
         Metrics {
+            commit_notices_carried: commit_notices.with_label_values(&["carried"]),
+            commit_notices_flushed: commit_notices.with_label_values(&["flushed"]),
             log_sync_records,
             log_sync_duration,
             read_index_rounds,

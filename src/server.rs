@@ -20,7 +20,7 @@ use crate::config::{ConfigError, RestoreSource, Settings, StorageMode};
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
 use crate::model::Member;
-use crate::network::{LinkTiming, PeerClients, PeerNetwork};
+use crate::network::{CommitHold, LinkTiming, PeerClients, PeerNetwork};
 use crate::node::{NodeParts, RaftNode};
 use crate::pb::client::student_service_server::StudentServiceServer;
 use crate::pb::peer::raft_peer_server::RaftPeerServer;
@@ -216,10 +216,17 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         security.clone(),
     );
     let lease = Arc::new(crate::lease::LeaderLease::default());
+    let hold = Arc::new(CommitHold::new(
+        raft.commit_hold,
+        raft.heartbeat_interval,
+        metrics.commit_notices_carried.clone(),
+        metrics.commit_notices_flushed.clone(),
+    ));
     let network = PeerNetwork {
         id,
         clients: peers.clone(),
         lease: lease.clone(),
+        hold: hold.clone(),
     };
     let config = Arc::new(settings.openraft_config()?);
     let log = log_store.clone();
@@ -235,6 +242,7 @@ pub async fn build(settings: Settings) -> Result<Server, ServerError> {
         sm,
         peers,
         lease,
+        hold,
         discovery,
         settings,
         metrics,
@@ -344,6 +352,11 @@ impl Server {
         let pruner = tokio::spawn(crate::cluster::prune_channels(node.clone(), stop_clients.clone()));
         let backups = tokio::spawn(crate::backup::schedule(node.clone(), stop_clients.clone()));
         node.take_over_elections();
+        let commit_flusher = tokio::spawn({
+            let node = node.clone();
+            let stop = stop_clients.clone();
+            async move { node.flush_held_commits(stop).await }
+        });
         let quorum_check = tokio::spawn({
             let node = node.clone();
             let stop = stop_clients.clone();
@@ -382,6 +395,7 @@ impl Server {
                 reconciler,
                 pruner,
                 quorum_check,
+                commit_flusher,
                 backups
             );
         })

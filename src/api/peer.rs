@@ -399,6 +399,7 @@ impl peer::raft_peer_server::RaftPeer for PeerService {
         request: Request<peer::ReadIndexRequest>,
     ) -> Result<Response<peer::ReadIndexResponse>, Status> {
         self.authorize(&request, Peer::Member("ReadIndex"))?;
+        self.node.flush_commits_for_readers().await;
         let index = self.node.read_index_local().await.map_err(error_to_status)?;
         Ok(Response::new(peer::ReadIndexResponse { index }))
     }

@@ -200,6 +200,10 @@ pub struct RaftSettings {
     pub max_in_flight_batches: usize,
     /// Confirm leadership for reads from the leader lease instead of a heartbeat round.
     pub read_lease: bool,
+    /// How long the leader may hold a follower's commit notice for the next AppendEntries
+    /// (zero: send every notice at once).
+    #[serde(deserialize_with = "parse::duration")]
+    pub commit_hold: Duration,
 }
 
 impl RaftSettings {
@@ -531,6 +535,15 @@ impl Settings {
                 &format!(
                     "{:?} must be greater than `raft.election_timeout_min` ({:?})",
                     r.election_timeout_max, r.election_timeout_min
+                ),
+            );
+        }
+        if r.commit_hold >= r.heartbeat_interval {
+            return invalid(
+                "raft.commit_hold",
+                &format!(
+                    "{:?} must be less than `raft.heartbeat_interval` ({:?}): the heartbeat delivers a held commit notice anyway",
+                    r.commit_hold, r.heartbeat_interval
                 ),
             );
         }

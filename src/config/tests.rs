@@ -44,6 +44,7 @@ fn layers_apply_in_order() {
     assert_eq!(s.grpc.addr.to_string(), "127.0.0.1:9201");
     assert_eq!(s.cluster.peers, vec!["a-1:1", "b-2:2"]);
     assert_eq!(s.raft.heartbeat_interval, Duration::from_millis(50));
+    assert_eq!(s.raft.commit_hold, Duration::from_millis(2));
     assert_eq!(s.node.name, "db-2");
 }
 
@@ -226,6 +227,11 @@ fn errors_show_what_a_valid_value_looks_like() {
             && e.contains("raft.election_timeout_min")
             && e.contains("5s"),
         "both keys and both values: {e}"
+    );
+    let e = load_err(&[("OPENRAFT_MEMORY__RAFT__COMMIT_HOLD", "50ms")]);
+    assert!(
+        e.contains("raft.commit_hold") && e.contains("raft.heartbeat_interval") && e.contains("50ms"),
+        "a hold as long as a heartbeat is refused: {e}"
     );
     // Upper case values of a choice are accepted, as a user would expect.
     let s = Settings::load(Sources {

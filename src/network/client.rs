@@ -26,12 +26,13 @@ use crate::lease::LeaderLease;
 use crate::metrics::Metrics;
 use crate::model::Member;
 use crate::network::channel::{LinkTiming, PeerChannel};
+use crate::network::hold::CommitHold;
 use crate::pb::TARGET_NODE_HEADER;
 use crate::pb::convert::{log_id_from_pb, log_id_to_pb};
 use crate::pb::peer;
 use crate::pb::peer::raft_peer_client::RaftPeerClient;
 use crate::security::Security;
-use crate::{NodeId, Snapshot, TypeConfig, Vote};
+use crate::{LogId, NodeId, Snapshot, TypeConfig, Vote};
 
 /// Wraps a peer message in a request addressed to `target`.
 pub(super) fn addressed<T>(msg: T, target: NodeId) -> tonic::Request<T> {
@@ -151,6 +152,8 @@ pub struct PeerNetwork {
     pub clients: PeerClients,
     /// The node's leader lease, renewed by every AppendEntries a peer accepts.
     pub lease: Arc<LeaderLease>,
+    /// Commit notices held for the next AppendEntries.
+    pub hold: Arc<CommitHold>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -163,17 +166,29 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             member: node.clone(),
             clients: self.clients.clone(),
             lease: self.lease.clone(),
+            hold: self.hold.clone(),
+            accepted: None,
+            delivered_commit: None,
+            holding: false,
         }
     }
 }
 
-/// OpenRaft's view of one peer.
+/// OpenRaft's view of one peer: one replication stream, whose calls come one at a time.
 pub struct PeerConnection {
     id: NodeId,
     target: NodeId,
     member: Member,
     clients: PeerClients,
     lease: Arc<LeaderLease>,
+    hold: Arc<CommitHold>,
+    /// The last AppendEntries the peer accepted: its vote, the log id the peer's log then
+    /// matched up to, and when it was sent.
+    accepted: Option<(Vote, Option<LogId>, Instant)>,
+    /// The newest commit index an AppendEntries took to the peer.
+    delivered_commit: Option<LogId>,
+    /// A commit notice is held for the next AppendEntries.
+    holding: bool,
 }
 
 /// Maps a failed peer call to OpenRaft's error kinds.
@@ -219,6 +234,23 @@ impl PeerConnection {
         }
     }
 
+    /// Holds a commit-only AppendEntries back for the next one (see [`CommitHold`]): when
+    /// it carries nothing but a commit index newer than the peer has, and the peer accepted
+    /// everything it names, in this term, within a heartbeat. Periodic heartbeats (no new
+    /// commit index) always go out: they are what keeps the peer's lease on this leader.
+    fn try_hold(&mut self, rpc: &AppendEntriesRequest<TypeConfig>) -> bool {
+        if !self.hold.enabled() || self.holding || rpc.leader_commit <= self.delivered_commit {
+            return false;
+        }
+        let matched = matches!(self.accepted, Some((vote, matching, sent))
+            if vote == rpc.vote && matching == rpc.prev_log_id && self.hold.is_fresh(sent));
+        if matched {
+            self.holding = true;
+            self.hold.hold(self.target);
+        }
+        matched
+    }
+
     fn decode_err<E: std::error::Error>(
         &self,
         e: impl std::error::Error + 'static,
@@ -234,6 +266,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
         if rpc.entries.is_empty() {
+            if self.try_hold(&rpc) {
+                return Ok(AppendEntriesResponse::Success);
+            }
             // A heartbeat or a new commit index only. OpenRaft wakes this task at the same
             // moment it hands the committed entry to the state machine; letting the tasks
             // already queued run first means the client's answer leaves before this
@@ -245,6 +280,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         let to_err = |s| rpc_error(s, self.id, self.target, RPCTypes::AppendEntries, timeout);
         let mut client = self.clients.client(&self.member.addr).map_err(to_err)?;
         let (vote, sent) = (rpc.vote, Instant::now());
+        if std::mem::take(&mut self.holding) {
+            // This request carries the newest commit index, so the held notice too.
+            self.hold.release(self.target);
+        }
+        let commit = rpc.leader_commit;
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        self.accepted = None;
         let req = peer::AppendEntriesRequest {
             vote: Some(rpc.vote.into()),
             prev_log_id: log_id_to_pb(rpc.prev_log_id),
@@ -265,11 +307,15 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         match resp.result {
             Some(R::Success(_)) => {
                 self.lease.record_ack(self.target, &vote, sent);
+                self.accepted = Some((vote, last, sent));
+                self.delivered_commit = self.delivered_commit.max(commit);
                 Ok(AppendEntriesResponse::Success)
             }
             Some(R::PartialSuccess(p)) => {
                 let matching = log_id_from_pb(p.matching).map_err(|e| self.decode_err(e))?;
                 self.lease.record_ack(self.target, &vote, sent);
+                self.accepted = Some((vote, matching, sent));
+                self.delivered_commit = self.delivered_commit.max(commit);
                 Ok(AppendEntriesResponse::PartialSuccess(matching))
             }
             Some(R::Conflict(_)) => Ok(AppendEntriesResponse::Conflict),

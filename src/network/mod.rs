@@ -6,8 +6,10 @@
 
 pub mod channel;
 pub mod client;
+pub mod hold;
 pub mod peer;
 
 pub use channel::LinkTiming;
 pub use client::{PeerClients, PeerNetwork};
+pub use hold::CommitHold;
 pub use peer::PeerError;

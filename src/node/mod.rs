@@ -27,7 +27,7 @@ use crate::discovery::Discovery;
 use crate::lease::LeaderLease;
 use crate::metrics::Metrics;
 use crate::model::Member;
-use crate::network::PeerClients;
+use crate::network::{CommitHold, PeerClients};
 use crate::security::Security;
 use crate::store::StateMachineStore;
 use crate::{NodeId, Raft};
@@ -56,6 +56,8 @@ pub struct NodeParts {
     pub peers: PeerClients,
     /// The leader lease: this node owns it, the transport renews it, reads ask it.
     pub lease: Arc<LeaderLease>,
+    /// Commit notices the transport holds for the next AppendEntries (this node flushes).
+    pub hold: Arc<CommitHold>,
     /// Where peers come from.
     pub discovery: Discovery,
     /// The settings.
@@ -172,6 +174,27 @@ impl RaftNode {
     /// The peer channel pool.
     pub fn peers(&self) -> &PeerClients {
         &self.inner.peers
+    }
+
+    /// Until `stop`: asks OpenRaft for a heartbeat whenever a held commit notice has waited
+    /// `raft.commit_hold` (see [`CommitHold`]).
+    pub async fn flush_held_commits(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let flush = || async {
+            // Fails only once Raft has stopped, when there is no one left to tell.
+            let _ = self.inner.raft.trigger().heartbeat().await;
+        };
+        tokio::select! {
+            _ = self.inner.hold.run(flush) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+
+    /// A follower asks for a read point and will wait until it has applied it: a commit
+    /// notice held for it would make it wait out `raft.commit_hold`, so send them now.
+    pub async fn flush_commits_for_readers(&self) {
+        if self.inner.hold.flush_now() {
+            let _ = self.inner.raft.trigger().heartbeat().await;
+        }
     }
 
     /// The leader lease (the peer service notes vote requests in it).

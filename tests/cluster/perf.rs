@@ -3,8 +3,10 @@
 //! concurrent linearizable reads sharing one read-index round
 //! still see every earlier write, the leader lease confirms reads without a round only
 //! while a quorum keeps accepting the leader, and the `bench` load driver reports what it
-//! measured.
-//! No test here asserts a speed: benchmarks live in `scripts/bench.sh`.
+//! measured. Commit notices the leader holds back still reach the followers, and a
+//! follower's read flushes them rather than waiting out the hold.
+//! No test here asserts a speed: benchmarks live in `scripts/bench.sh` (the read's bound
+//! is a second under a 1.5 s hold: what it checks is that the read did not wait).
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -485,4 +487,86 @@ async fn a_vote_request_ends_the_leaders_lease_for_its_term() {
         metric_sum(&c.nodes[leader..=leader], heartbeat_metric).await >= heartbeats + 10.0,
         "the reads were not confirmed by heartbeat rounds"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_commit_notices_reach_the_followers_without_delaying_their_reads() {
+    // Heartbeats 2 s apart and notices held up to 1.5 s: a follower hears of a commit only
+    // from the next write, its own read's flush or the hold running out.
+    let (c, leader) = three_nodes_holding_seven(vec![
+        ("OPENRAFT_MEMORY__RAFT__HEARTBEAT_INTERVAL".into(), "2s".into()),
+        ("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MIN".into(), "6s".into()),
+        ("OPENRAFT_MEMORY__RAFT__ELECTION_TIMEOUT_MAX".into(), "9s".into()),
+        ("OPENRAFT_MEMORY__RAFT__COMMIT_HOLD".into(), "1500ms".into()),
+    ])
+    .await;
+    let l = &c.nodes[leader];
+    let followers: Vec<&Node> = (0..3).filter(|i| *i != leader).map(|i| &c.nodes[i]).collect();
+    let carried = "openraft_memory_commit_notices_held_total{delivery=\"carried\"}";
+    let carried_before = metric_sum(std::slice::from_ref(l), carried).await;
+
+    // Back-to-back writes: each one's entries carry the previous one's commit notice.
+    for id in 100..120 {
+        let r = http()
+            .post(format!("{}/students", l.http()))
+            .json(&json_student(id, "back to back", 1.0))
+            .send()
+            .await
+            .expect("write");
+        assert_eq!(r.status(), 201);
+    }
+    assert!(
+        metric_sum(std::slice::from_ref(l), carried).await >= carried_before + 19.0,
+        "the back-to-back writes did not carry the notices held before them"
+    );
+
+    // A follower's linearizable read right after a write sees it, and does not wait out
+    // the hold: the read point request flushes the notice.
+    for (n, f) in followers.iter().enumerate() {
+        let id = 200 + n as i64;
+        let r = http()
+            .post(format!("{}/students", l.http()))
+            .json(&json_student(id, "read at once", 1.0))
+            .send()
+            .await
+            .expect("write");
+        assert_eq!(r.status(), 201);
+        let started = std::time::Instant::now();
+        let r = http()
+            .get(format!("{}/students/{id}?consistency=linearizable", f.http()))
+            .send()
+            .await
+            .expect("read");
+        let took = started.elapsed();
+        assert_eq!(r.status(), 200, "{} did not see the write", f.name);
+        assert!(
+            took < Duration::from_secs(1),
+            "{}'s read took {took:?}: it waited for the held notice (1.5 s) instead of flushing it",
+            f.name
+        );
+    }
+
+    // A lone last write with nothing after it still reaches the followers' applied state.
+    let r = http()
+        .post(format!("{}/students", l.http()))
+        .json(&json_student(300, "last", 1.0))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 201);
+    for f in &followers {
+        wait_for(
+            "the follower applies the last write",
+            Duration::from_secs(10),
+            || async {
+                let r = http()
+                    .get(format!("{}/students/300?consistency=local", f.http()))
+                    .send()
+                    .await
+                    .ok()?;
+                (r.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
 }
