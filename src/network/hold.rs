@@ -83,8 +83,18 @@ impl CommitHold {
 
     /// Notes a notice held for `peer`.
     pub(super) fn hold(&self, peer: NodeId) {
-        self.lock().entry(peer).or_insert_with(TokioInstant::now);
-        self.wake.notify_one();
+        let was_empty = {
+            let mut held = self.lock();
+            let was_empty = held.is_empty();
+            held.entry(peer).or_insert_with(TokioInstant::now);
+            was_empty
+        };
+        // Only an empty map leaves `run` waiting for a wake-up; otherwise it sleeps until
+        // the oldest notice is due and looks again then (a wake-up per write cost a task
+        // switch per write at one connection).
+        if was_empty {
+            self.wake.notify_one();
+        }
     }
 
     /// An AppendEntries to `peer` is leaving with the newest commit index: its held notice
