@@ -9,7 +9,12 @@
 #      noise hits both alike; for ours also writes sent to a follower (forwarded);
 #   3. reads the CPU the cluster's own processes spent (utime + stime from /proc, summed over
 #      the three nodes) around each point and divides it by the acknowledged writes;
-#   4. prints one table, with ratios to the example, and writes it to target/bench/.
+#   4. then, with both clusters running side by side (ours idle while the example is
+#      loaded and the other way round), SLICES short 1-connection slices (SLICE each),
+#      alternating between the two: the p50 of a lone write moves with the host from one
+#      minute to the next by as much as the gap being measured, and slices taken seconds
+#      apart see the same host;
+#   5. prints the tables, with ratios to the example, and writes them to target/bench/.
 # Not part of the test suite: the numbers depend on the machine and what else runs on it.
 #
 # Usage: OPENRAFT_SRC=/path/to/openraft scripts/bench-compare.sh
@@ -21,6 +26,8 @@ cd "$(dirname "$0")/.."
 : "${OPENRAFT_SRC:?set OPENRAFT_SRC to a checkout of github.com/databendlabs/openraft}"
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
+SLICES=${SLICES:-10}
+SLICE=${SLICE:-2s}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 out=target/bench
 mkdir -p "$out"
@@ -156,4 +163,37 @@ done
     done
   done
 } | tee "$report"
+
+# Interleaved 1-connection slices, both clusters up: the example's on ports 2100x/2200x,
+# ours on 808x/25052+10i, so they do not collide.
+echo "interleaved 1-connection slices: $SLICES x $SLICE per system"
+example_pids=()
+start_example
+start_ours "$BIN"
+slices=()
+for i in $(seq 1 "$SLICES"); do
+  e=$(wrk -t1 -c1 -d"$SLICE" -s scripts/wrk/kv-set.lua http://127.0.0.1:21001 2>&1 | grep '^WRK' || true)
+  o=$(wrk -t1 -c1 -d"$SLICE" -s scripts/wrk/create-student.lua "$ours_leader" 2>&1 | grep '^WRK' || true)
+  [ -n "$e" ] && [ -n "$o" ] || { echo "wrk produced no summary in slice $i" >&2; continue; }
+  slices+=("$(echo "$e" | cut -d' ' -f3) $(echo "$o" | cut -d' ' -f3)")
+done
+stop_all
+{
+  echo
+  echo "## 1-connection p50, $SLICES interleaved slices of $SLICE each (example, then ours)"
+  echo
+  printf '%s\n' "${slices[@]}" | python3 -c '
+import statistics, sys
+pairs = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
+if not pairs:
+    sys.exit("no slices")
+print("| slice | example p50 ms | ours p50 ms | ratio |")
+print("|---|---|---|---|")
+for i, (e, o) in enumerate(pairs, 1):
+    print(f"| {i} | {e:.3f} | {o:.3f} | {o / e:.2f}x |")
+ratios = [o / e for e, o in pairs]
+em, om = statistics.median(e for e, _ in pairs), statistics.median(o for _, o in pairs)
+print(f"| median | {em:.3f} | {om:.3f} | {statistics.median(ratios):.2f}x (median of the ratios) |")
+'
+} | tee -a "$report"
 echo "written to $report"
