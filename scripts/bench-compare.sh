@@ -19,6 +19,7 @@
 #
 # Usage: OPENRAFT_SRC=/path/to/openraft scripts/bench-compare.sh
 #        DURATION=10s ROUNDS=2 WORKER_THREADS=0 ...   (0: the runtime's default threads)
+#        SLICES=10 SLICE=2s ...                       (the interleaved 1-connection slices)
 #        BASELINE_BIN=/tmp/openraft-memory-old ...    (also runs that build of ours, e.g. from
 #                                                      an earlier commit, in the same rounds)
 set -euo pipefail

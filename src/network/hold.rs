@@ -30,10 +30,9 @@ use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::time::Instant as TokioInstant;
-
 use prometheus::IntCounter;
 use tokio::sync::Notify;
+use tokio::time::Instant as TokioInstant;
 
 use crate::NodeId;
 
@@ -44,7 +43,7 @@ pub struct CommitHold {
     delay: Duration,
     /// How recent the follower's last real acceptance must be for a notice to be held.
     fresh: Duration,
-    /// Per follower: since when a notice waits (tokio's clock, which tests can pause).
+    /// Per follower: since when a notice waits (tokio's clock, which `run` sleeps on).
     held: Mutex<HashMap<NodeId, TokioInstant>>,
     /// Wakes [`CommitHold::run`] when a notice is held.
     wake: Notify,

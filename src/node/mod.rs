@@ -179,12 +179,8 @@ impl RaftNode {
     /// Until `stop`: asks OpenRaft for a heartbeat whenever a held commit notice has waited
     /// `raft.commit_hold` (see [`CommitHold`]).
     pub async fn flush_held_commits(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let flush = || async {
-            // Fails only once Raft has stopped, when there is no one left to tell.
-            let _ = self.inner.raft.trigger().heartbeat().await;
-        };
         tokio::select! {
-            _ = self.inner.hold.run(flush) => {}
+            _ = self.inner.hold.run(|| self.heartbeat_now()) => {}
             _ = stop.wait_for(|s| *s) => {}
         }
     }
@@ -193,8 +189,15 @@ impl RaftNode {
     /// notice held for it would make it wait out `raft.commit_hold`, so send them now.
     pub async fn flush_commits_for_readers(&self) {
         if self.inner.hold.flush_now() {
-            let _ = self.inner.raft.trigger().heartbeat().await;
+            self.heartbeat_now().await;
         }
+    }
+
+    /// Asks OpenRaft for a heartbeat to every follower now (which takes them the newest
+    /// commit index).
+    async fn heartbeat_now(&self) {
+        // Fails only once Raft has stopped, when there is no one left to tell.
+        let _ = self.inner.raft.trigger().heartbeat().await;
     }
 
     /// The leader lease (the peer service notes vote requests in it).

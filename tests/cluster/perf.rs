@@ -192,18 +192,23 @@ async fn read_7(node: &Node, consistency: &str) -> (u16, String) {
     (status, what.to_owned())
 }
 
+/// Creates record `id` through `node` and expects 201.
+async fn create(node: &Node, id: i64, name: &str) {
+    let r = http()
+        .post(format!("{}/students", node.http()))
+        .json(&json_student(id, name, 1.0))
+        .send()
+        .await
+        .expect("write");
+    assert_eq!(r.status(), 201, "creating {id} through {}", node.name);
+}
+
 /// A stable 3-node cluster (with `env`) holding record 7 "seven"; returns it and the leader.
 async fn three_nodes_holding_seven(env: Vec<(String, String)>) -> (Cluster, usize) {
     let mut c = Cluster::new(3, env);
     c.start_all();
     let leader = c.wait_stable(&[0, 1, 2], 3).await;
-    let r = http()
-        .post(format!("{}/students", c.nodes[leader].http()))
-        .json(&json_student(7, "seven", 1.0))
-        .send()
-        .await
-        .expect("write");
-    assert_eq!(r.status(), 201);
+    create(&c.nodes[leader], 7, "seven").await;
     (c, leader)
 }
 
@@ -507,13 +512,7 @@ async fn held_commit_notices_reach_the_followers_without_delaying_their_reads() 
 
     // Back-to-back writes: each one's entries carry the previous one's commit notice.
     for id in 100..120 {
-        let r = http()
-            .post(format!("{}/students", l.http()))
-            .json(&json_student(id, "back to back", 1.0))
-            .send()
-            .await
-            .expect("write");
-        assert_eq!(r.status(), 201);
+        create(l, id, "back to back").await;
     }
     assert!(
         metric_sum(std::slice::from_ref(l), carried).await >= carried_before + 19.0,
@@ -524,13 +523,7 @@ async fn held_commit_notices_reach_the_followers_without_delaying_their_reads() 
     // the hold: the read point request flushes the notice.
     for (n, f) in followers.iter().enumerate() {
         let id = 200 + n as i64;
-        let r = http()
-            .post(format!("{}/students", l.http()))
-            .json(&json_student(id, "read at once", 1.0))
-            .send()
-            .await
-            .expect("write");
-        assert_eq!(r.status(), 201);
+        create(l, id, "read at once").await;
         let started = std::time::Instant::now();
         let r = http()
             .get(format!("{}/students/{id}?consistency=linearizable", f.http()))
@@ -547,13 +540,7 @@ async fn held_commit_notices_reach_the_followers_without_delaying_their_reads() 
     }
 
     // A lone last write with nothing after it still reaches the followers' applied state.
-    let r = http()
-        .post(format!("{}/students", l.http()))
-        .json(&json_student(300, "last", 1.0))
-        .send()
-        .await
-        .expect("write");
-    assert_eq!(r.status(), 201);
+    create(l, 300, "last").await;
     for f in &followers {
         wait_for(
             "the follower applies the last write",
